@@ -1,0 +1,87 @@
+"""Orbax checkpoints holding the train state, the data-iterator state and the config.
+
+Saves are asynchronous; a save is only visible once orbax has finalised it
+(atomic rename), so a run killed mid-save leaves the previous checkpoint as
+the latest one. Restores go straight into sharded arrays when given a tree of
+jax.ShapeDtypeStruct with shardings.
+"""
+
+import json
+import os
+from typing import Any
+
+import grain.python as grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class Checkpointer:
+  """One run's checkpoints under `workdir/checkpoints/<step>/`."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 3,
+               asynchronous: bool = True):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self.manager = ocp.CheckpointManager(
+        self.directory, item_names=("state", "data", "config"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True,
+            enable_async_checkpointing=asynchronous))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iterator: Any | None,
+           config: dict) -> None:
+    items = dict(state=ocp.args.StandardSave(state),
+                 config=ocp.args.JsonSave(config))
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore(self, step: int, abstract_state: Any,
+              data_iterator: Any | None = None) -> Any:
+    """Restores `state` (and the iterator in place) from checkpoint `step`."""
+    items = dict(state=ocp.args.StandardRestore(abstract_state))
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # orbax raises many types for broken files.
+      others = [s for s in self.all_steps() if s != step]
+      raise RuntimeError(
+          f"Could not restore checkpoint {self.directory}/{step}: {e!r}. The "
+          "checkpoint is missing files or does not match this config. Move "
+          f"that directory aside to resume from an earlier step {others}, or "
+          "start with a new --workdir.") from e
+    return restored.state
+
+  def restore_config(self, step: int | None = None) -> dict:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {self.directory}.")
+    path = os.path.join(self.directory, str(step), "config", "metadata")
+    with open(path) as f:
+      return json.load(f)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      tree, shardings)
+
+
+def log_restore(step: int, directory: str) -> None:
+  logging.info("Resuming from checkpoint %s/%d", directory, step)

@@ -1,0 +1,45 @@
+"""Entry point: `python -m elm_jax.main --config=configs/<stage>.py[:args] --workdir=DIR`.
+
+Any config field can be overridden: `--config.optim.lr=3e-4`. Starting again
+with the same workdir resumes from its latest checkpoint.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from elm_jax import configs_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/bae.py:tiny.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, summaries.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def make_stage(config):
+  """The Stage object for config.stage."""
+  if config.stage == "bae":
+    from elm_jax.train.bae import TokenizerStage
+    return TokenizerStage(config)
+  raise configs_lib.ConfigError(f"config.stage: {config.stage!r} has no trainer.")
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  try:
+    configs_lib.validate(config)
+  except configs_lib.ConfigError as e:
+    logging.error("%s", e)
+    sys.exit(f"Invalid config: {e}")
+  import jax  # after flag parsing: platform flags are honoured.
+  from elm_jax.train import loop
+  logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
+               jax.default_backend(), jax.device_count(), jax.process_index(),
+               jax.process_count())
+  loop.train_and_evaluate(config, _WORKDIR.value, make_stage(config))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,98 @@
+"""Metric writers (the project's only clu import) and step-metric averaging.
+
+Process 0 writes TensorBoard event files and a `metrics.jsonl` (one JSON
+object per write: {"step": s, name: value, ...}) in the workdir; the others
+only log. Train steps return dicts of scalars; `MeanAccumulator` sums them on
+device and fetches once per log period.
+"""
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from clu import metric_writers, periodic_actions
+
+ReportProgress = periodic_actions.ReportProgress
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends scalars as JSON lines; easy to read back in tests and notebooks."""
+
+  def __init__(self, path: str):
+    self._file = open(path, "a")
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    row = {"step": int(step)}
+    row.update({k: float(v) for k, v in scalars.items()})
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def create_writer(workdir: str) -> metric_writers.MetricWriter:
+  """TensorBoard + JSONL on process 0, logging only elsewhere."""
+  lead = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=not lead, asynchronous=True)
+  if not lead:
+    return writer
+  return metric_writers.MultiWriter(
+      [writer, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
+
+
+def read_jsonl(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class MeanAccumulator:
+  """Sums step metrics on device; `fetch()` returns host means and resets."""
+
+  def __init__(self):
+    self._sum, self._count = None, 0
+
+  def add(self, metrics: Mapping[str, jax.Array]) -> None:
+    self._sum = dict(metrics) if self._sum is None else jax.tree.map(
+        lambda a, b: a + b, self._sum, dict(metrics))
+    self._count += 1
+
+  def fetch(self) -> dict[str, float]:
+    if self._sum is None:
+      return {}
+    host = jax.device_get(self._sum)
+    out = {k: float(np.asarray(v)) / self._count for k, v in host.items()}
+    self._sum, self._count = None, 0
+    return out
+
+
+def non_finite(scalars: Mapping[str, float]) -> list[str]:
+  return [k for k, v in scalars.items() if not math.isfinite(v)]

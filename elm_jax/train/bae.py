@@ -1,0 +1,247 @@
+"""The tokenizer stage: autoencoder + LPIPS + PatchGAN, as a loop Stage.
+
+Generator loss = L1 (or L2) + perceptual_weight * LPIPS + quantizer loss
+               + [step >= disc_start] * gan_weight * lambda * (-mean D(x_hat)),
+with lambda = ||dL_rec/dW|| / ||dL_gan/dW|| clamped to adaptive_max, W the
+decoder's last conv kernel (VQGAN's adaptive weight). The autoencoder is
+differentiated once: the two losses' gradients w.r.t. the reconstruction are
+combined first and pulled back through a single VJP; the gradients w.r.t. W
+needed for lambda come from the last conv alone.
+Discriminator loss = [step >= disc_start] * hinge(D(x), D(sg(x_hat))).
+"""
+
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from elm_jax import sharding
+from elm_jax.data import pipeline
+from elm_jax.evaluation import recon
+from elm_jax.models import discriminator as disc_lib
+from elm_jax.models.bae import Autoencoder
+from elm_jax.models.perceptual import LPIPS, load_lpips_params
+from elm_jax.train import optim
+from elm_jax.train.state import TrainState
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_autoencoder(model_config: ml_collections.ConfigDict) -> Autoencoder:
+  kw = dict(model_config)
+  kw["dtype"] = DTYPES[kw.get("dtype", "float32")]
+  kw["ch_mult"] = tuple(kw["ch_mult"])
+  kw["attn_resolutions"] = tuple(kw["attn_resolutions"])
+  return Autoencoder(**kw)
+
+
+def to_unit(images: jax.Array) -> jax.Array:
+  """uint8 [B, H, W, C] -> float32 in [0, 1]."""
+  return images.astype(jnp.float32) / 255.0
+
+
+def to_uint8(images: jax.Array) -> jax.Array:
+  return jnp.clip(jnp.round(images * 255.0), 0, 255).astype(jnp.uint8)
+
+
+def conv_kernel_grad(inputs: jax.Array, kernel: jax.Array,
+                     cotangent: jax.Array) -> jax.Array:
+  """d<cotangent, conv(inputs, kernel)>/d kernel for a stride-1 SAME conv."""
+  def apply(k):
+    return jax.lax.conv_general_dilated(
+        inputs.astype(jnp.float32), k, (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return jax.vjp(apply, kernel.astype(jnp.float32))[1](cotangent)[0]
+
+
+class TokenizerStage:
+  """Trains an `Autoencoder` (binary, VQ or LFQ) on images."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model = build_autoencoder(config.model)
+    self.loss = config.loss
+    self.use_gan = config.loss.gan_weight > 0
+    self.use_lpips = config.loss.perceptual_weight > 0
+    self.disc = disc_lib.PatchDiscriminator(**config.loss.disc)
+    self.lpips = LPIPS()
+    self.tx_ae = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
+    self.tx_disc = optim.make_optimizer(**config.disc_optim,
+                                        total_steps=config.total_steps)
+    size = config.data.image_size
+    self._dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+
+  # ---------------------------------------------------------------- state
+  def init(self, rng: jax.Array) -> TrainState:
+    r_ae, r_q, r_d = jax.random.split(rng, 3)
+    ae = self.model.init({"params": r_ae, "quantize": r_q}, self._dummy)["params"]
+    params, opt_state, model_state = {"ae": ae}, {"ae": self.tx_ae.init(ae)}, {}
+    if self.use_gan:
+      variables = self.disc.init(r_d, self._dummy, train=False)
+      params["disc"] = variables["params"]
+      opt_state["disc"] = self.tx_disc.init(variables["params"])
+      model_state["disc"] = variables["batch_stats"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=opt_state, ema_params=ae,
+                      model_state=model_state, rng=rng)
+
+  def frozen(self) -> Any:
+    if not self.use_lpips:
+      return {}
+    return {"lpips": load_lpips_params(self.loss.lpips_weights or None)}
+
+  # ---------------------------------------------------------------- data
+  def _loader(self, split: str, train: bool, batch_size: int):
+    d = self.config.data
+    return pipeline.make_loader(
+        source=d.source, path=d.path, name=d.name, split=split,
+        image_size=d.image_size, global_batch_size=batch_size, train=train,
+        seed=self.config.seed, num_classes=d.num_classes,
+        worker_count=d.worker_count)
+
+  def train_loader(self):
+    return self._loader(self.config.data.train_split, True,
+                        self.config.batch_size)
+
+  def eval_batches(self) -> Iterator[dict]:
+    loader = self._loader(self.config.data.eval_split, False,
+                          self.config.eval.batch_size)
+    for i, batch in enumerate(loader):
+      if 0 < self.config.eval.max_batches <= i:
+        return
+      yield batch
+
+  # ---------------------------------------------------------------- losses
+  def _recon_loss(self, images, x_hat, frozen):
+    diff = images - x_hat
+    pixel = (jnp.mean(jnp.abs(diff)) if self.loss.pixel == "l1"
+             else jnp.mean(jnp.square(diff)))
+    perceptual = jnp.zeros((), jnp.float32)
+    if self.use_lpips:
+      perceptual = jnp.mean(self.lpips.apply({"params": frozen["lpips"]},
+                                             images, x_hat))
+    total = self.loss.pixel_weight * pixel + self.loss.perceptual_weight * perceptual
+    return total, {"pixel": pixel, "lpips": perceptual}
+
+  def train_step(self, state: TrainState, batch: dict, frozen: Any
+                 ) -> tuple[TrainState, dict]:
+    images = to_unit(batch["image"])  # [B, H, W, 3]
+    r_q, _ = jax.random.split(state.step_rng())
+
+    def forward(ae_params):
+      (x_hat, q), inter = self.model.apply(
+          {"params": ae_params}, images, train=True, rngs={"quantize": r_q},
+          mutable=["intermediates"])
+      last_in = inter["intermediates"]["decoder"]["conv_out_input"][0]
+      return (x_hat, q.loss), (q, last_in)
+
+    (x_hat, q_loss), pullback, (q, last_in) = jax.vjp(
+        forward, state.params["ae"], has_aux=True)
+    (rec, rec_parts), g_rec = jax.value_and_grad(
+        self._recon_loss, argnums=1, has_aux=True)(images, x_hat, frozen)
+    m = {"loss/rec": rec, "loss/quantizer": q_loss,
+         **{f"loss/{k}": v for k, v in rec_parts.items()},
+         **{f"quantizer/{k}": v for k, v in q.metrics.items()}}
+    params, opt_state, model_state = dict(state.params), dict(state.opt_state), dict(state.model_state)
+    cotangent = g_rec
+    total = rec + q_loss
+    if self.use_gan:
+      on = (state.step >= self.loss.disc_start).astype(jnp.float32)
+      disc_vars = {"params": params["disc"], "batch_stats": model_state["disc"]}
+
+      def gen_loss(x):
+        logits, _ = self.disc.apply(disc_vars, x, train=True,
+                                    mutable=["batch_stats"])
+        return disc_lib.generator_loss(logits)
+
+      g_loss, g_gan = jax.value_and_grad(gen_loss)(x_hat)
+      kernel = params["ae"]["decoder"]["conv_out"]["kernel"]
+      lam = disc_lib.adaptive_weight(
+          conv_kernel_grad(last_in, kernel, g_rec),
+          conv_kernel_grad(last_in, kernel, g_gan), self.loss.adaptive_max)
+      weight = on * self.loss.gan_weight * lam
+      cotangent = g_rec + weight * g_gan
+      total = total + weight * g_loss
+
+      def disc_loss(dp):
+        both = jnp.concatenate([images, jax.lax.stop_gradient(x_hat)])
+        logits, new = self.disc.apply(
+            {"params": dp, "batch_stats": model_state["disc"]}, both,
+            train=True, mutable=["batch_stats"])
+        real, fake = jnp.split(logits, 2)
+        return on * disc_lib.hinge_d_loss(real, fake), (new["batch_stats"], real, fake)
+
+      (d_loss, (stats, real, fake)), d_grads = jax.value_and_grad(
+          disc_loss, has_aux=True)(params["disc"])
+      updates, opt_state["disc"] = self.tx_disc.update(
+          d_grads, opt_state["disc"], params["disc"])
+      params["disc"] = jax.tree.map(jnp.add, params["disc"], updates)
+      model_state["disc"] = stats
+      m.update({"loss/gan_generator": g_loss, "loss/disc": d_loss,
+                "gan/adaptive_weight": lam, "gan/logits_real": jnp.mean(real),
+                "gan/logits_fake": jnp.mean(fake)})
+
+    (ae_grads,) = pullback((cotangent, jnp.ones((), jnp.float32)))
+    updates, opt_state["ae"] = self.tx_ae.update(ae_grads, opt_state["ae"],
+                                                 params["ae"])
+    params["ae"] = jax.tree.map(jnp.add, params["ae"], updates)
+    ema = optim.ema_update(state.ema_params, params["ae"], state.step,
+                           self.config.ema.decay, self.config.ema.every)
+    m.update({"loss/total": total,
+              "psnr": jnp.mean(recon.psnr(images, jnp.clip(x_hat, 0, 1))),
+              "grad_norm": jax.numpy.sqrt(sum(jnp.sum(jnp.square(g)) for g in
+                                              jax.tree.leaves(ae_grads)))})
+    if q.bits is not None:
+      m["code_usage"] = q.metrics.get("bit_usage", jnp.zeros(()))
+      p1 = jnp.mean(q.bits, axis=(0, 1, 2))
+      m["bit_entropy"] = jnp.mean(recon.binary_entropy(p1))
+    new_state = state.replace(step=state.step + 1, params=params,
+                              opt_state=opt_state, ema_params=ema,
+                              model_state=model_state)
+    return new_state, m
+
+  # ---------------------------------------------------------------- eval
+  def _eval_step(self, ae_params, batch, frozen):
+    images = to_unit(batch["image"])
+    mask = batch["mask"]  # [B]
+    x_hat, q = self.model.apply({"params": ae_params}, images, train=False)
+    x_hat = jnp.clip(x_hat, 0.0, 1.0)
+    sums = {"psnr": jnp.sum(mask * recon.psnr(images, x_hat)),
+            "ssim": jnp.sum(mask * recon.ssim(images, x_hat)),
+            "count": jnp.sum(mask)}
+    if self.use_lpips:
+      sums["lpips"] = jnp.sum(mask * self.lpips.apply(
+          {"params": frozen["lpips"]}, images, x_hat))
+    if q.bits is not None:
+      sums["ones"] = jnp.sum(mask[:, None, None, None] * q.bits, axis=(0, 1, 2))
+    else:
+      hist = jnp.zeros((self.model.codebook_size,), jnp.float32)
+      sums["ids"] = hist.at[q.ids.reshape(q.ids.shape[0], -1)].add(
+          jnp.broadcast_to(mask[:, None], q.ids.reshape(q.ids.shape[0], -1).shape))
+    return sums, x_hat
+
+  def evaluate(self, state, frozen, batches, mesh):
+    params = state.ema_params if self.config.eval.use_ema else state.params["ae"]
+    step = jax.jit(self._eval_step)
+    total, first = None, None
+    for local in batches:
+      batch = sharding.global_batch(local, mesh)
+      sums, x_hat = step(params, batch, frozen)
+      if first is None:
+        n = min(8, x_hat.shape[0])
+        first = np.concatenate([np.asarray(batch["image"][:n]),
+                                np.asarray(to_uint8(x_hat[:n]))], axis=2)
+      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    total = jax.device_get(total)
+    count = float(total["count"])
+    out = {k: float(total[k]) / count for k in ("psnr", "ssim", "lpips")
+           if k in total}
+    if "ones" in total:
+      stats = recon.bit_statistics(np.asarray(total["ones"]), count)
+      out.update(stats)
+    else:
+      out["code_usage"] = float(np.mean(np.asarray(total["ids"]) > 0))
+    out["examples"] = count
+    return out, {"inputs_vs_reconstructions": first}

@@ -1,0 +1,157 @@
+"""The one training loop. Stages (BAE, AR, MLM) plug in through `Stage`.
+
+The loop owns the mesh, sharded initialisation, checkpoint/resume, metric
+writing, periodic evaluation and the non-finite guard; a stage owns its model,
+its pure `train_step(state, batch, frozen)` and its evaluation. `frozen` holds
+arrays the step reads but never updates and that are not checkpointed
+(LPIPS weights, a frozen tokenizer).
+"""
+
+import os
+import time
+from typing import Any, Iterator, Protocol
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from elm_jax import checkpointing, metrics, sharding
+from elm_jax.train.state import TrainState
+
+
+class Stage(Protocol):
+  """What a training stage provides to the loop."""
+
+  def init(self, rng: jax.Array) -> TrainState:
+    """Fresh state; parameters may be boxed with logical axis names."""
+
+  def train_step(self, state: TrainState, batch: dict, frozen: Any
+                 ) -> tuple[TrainState, dict]:
+    """Pure: one optimisation step; returns scalar metrics."""
+
+  def frozen(self) -> Any:
+    """Host arrays passed to every step (replicated), or {}."""
+
+  def train_loader(self) -> Any:
+    """An iterable whose iterator has get_state/set_state (grain)."""
+
+  def eval_batches(self) -> Iterator[dict]:
+    """One pass over the held-out split; batches carry a "mask"."""
+
+  def evaluate(self, state: TrainState, frozen: Any, batches: Iterator[dict],
+               mesh: jax.sharding.Mesh) -> tuple[dict, dict]:
+    """(scalars, images) on held-out data."""
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def _config_dict(config: ml_collections.ConfigDict) -> dict:
+  import json
+  return json.loads(config.to_json_best_effort())
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stage: Stage) -> TrainState:
+  """Trains `stage` to config.total_steps, resuming from `workdir` if possible."""
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(config.batch_size, mesh)
+  rules = tuple(tuple(r) for r in config.get("sharding_rules", None)
+                or sharding.DEFAULT_RULES)
+  logging.info("Mesh %s on %d devices (%d processes)", dict(mesh.shape),
+               jax.device_count(), jax.process_count())
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    return _run(config, workdir, stage, mesh, rules)
+
+
+def _run(config, workdir, stage, mesh, rules) -> TrainState:
+  writer = metrics.create_writer(workdir)
+  rng = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(stage.init, rng)
+  state_sharding = sharding.tree_shardings(abstract, mesh, rules)
+  unboxed = sharding.unbox(abstract)
+
+  loader = stage.train_loader()
+  data_iter = iter(loader)
+  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  start = ckpt.latest_step()
+  if start is not None:
+    checkpointing.log_restore(start, ckpt.directory)
+    state = ckpt.restore(start, checkpointing.abstract_with_shardings(
+        unboxed, state_sharding), data_iter)
+  else:
+    start = 0
+    init = jax.jit(lambda r: sharding.unbox(stage.init(r)),
+                   out_shardings=state_sharding)
+    state = init(rng)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(unboxed.params))
+    logging.info("Initialised %d trainable parameters", n_params)
+    writer.write_hparams(_flat_hparams(config))
+
+  frozen = jax.device_put(stage.frozen(), sharding.replicated(mesh))
+  step_fn = jax.jit(stage.train_step,
+                    in_shardings=(state_sharding, None, None),
+                    out_shardings=(state_sharding, None), donate_argnums=(0,))
+  total = config.total_steps
+  report = metrics.ReportProgress(num_train_steps=total, writer=writer,
+                                  every_secs=config.get("progress_every_secs", 30))
+  accumulator = metrics.MeanAccumulator()
+  cfg_json = _config_dict(config)
+  step = start
+  tick, tick_step = time.perf_counter(), start
+  for step in range(start + 1, total + 1):
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      batch = sharding.global_batch(next(data_iter), mesh)
+      state, step_metrics = step_fn(state, batch, frozen)
+    accumulator.add(step_metrics)
+    report(step)
+    checkpoint_now = step % config.checkpoint_every == 0 or step == total
+    if step % config.log_every == 0 or checkpoint_now:
+      scalars = accumulator.fetch()
+      bad = metrics.non_finite(scalars)
+      if bad:
+        raise NonFiniteLossError(
+            f"Non-finite {bad} at step {step}; stopping without saving. The "
+            f"last good checkpoint ({ckpt.latest_step()}) in {ckpt.directory} "
+            "is intact: lower optim.lr or check the data.")
+      now = time.perf_counter()
+      scalars["steps_per_sec"] = (step - tick_step) / max(now - tick, 1e-9)
+      tick, tick_step = now, step
+      writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+    if step % config.eval_every == 0 or step == total:
+      _evaluate(stage, state, frozen, mesh, writer, step)
+    if checkpoint_now:
+      ckpt.save(step, state, data_iter, cfg_json)
+  ckpt.close()
+  writer.flush()
+  logging.info("Finished at step %d", step)
+  return state
+
+
+def _evaluate(stage, state, frozen, mesh, writer, step) -> None:
+  t0 = time.perf_counter()
+  scalars, images = stage.evaluate(state, frozen, stage.eval_batches(), mesh)
+  scalars["seconds"] = time.perf_counter() - t0
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
+  if images:
+    writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
+  logging.info("eval at step %d: %s", step,
+               ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+
+
+def _flat_hparams(config) -> dict:
+  flat = {}
+
+  def walk(prefix, node):
+    for k, v in node.items():
+      if isinstance(v, (dict, ml_collections.ConfigDict)):
+        walk(f"{prefix}{k}.", v)
+      elif isinstance(v, (int, float, str, bool)):
+        flat[f"{prefix}{k}"] = v
+  walk("", config)
+  return flat

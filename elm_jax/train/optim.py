@@ -1,0 +1,56 @@
+"""Optimizers, learning-rate schedules and the EMA of parameters."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def schedule(lr: float, warmup_steps: int = 0, decay: str = "constant",
+             total_steps: int = 0, final_fraction: float = 0.0):
+  """Linear warmup, then constant or cosine decay to lr * final_fraction."""
+  if decay == "constant":
+    after = optax.constant_schedule(lr)
+  elif decay == "cosine":
+    after = optax.cosine_decay_schedule(
+        lr, max(total_steps - warmup_steps, 1), alpha=final_fraction)
+  else:
+    raise ValueError(f"optim.decay={decay!r}: expected 'constant' or 'cosine'.")
+  if warmup_steps <= 0:
+    return after
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup_steps), after], [warmup_steps])
+
+
+def decay_mask(params: Any) -> Any:
+  """Weight decay applies to tensors of rank >= 2 only (not norms, biases)."""
+  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def make_optimizer(*, name: str = "adam", lr: float, b1: float = 0.9,
+                   b2: float = 0.999, eps: float = 1e-8,
+                   weight_decay: float = 0.0, grad_clip: float = 0.0,
+                   warmup_steps: int = 0, decay: str = "constant",
+                   total_steps: int = 0, final_fraction: float = 0.0
+                   ) -> optax.GradientTransformation:
+  sched = schedule(lr, warmup_steps, decay, total_steps, final_fraction)
+  if name == "adam":
+    opt = optax.adam(sched, b1=b1, b2=b2, eps=eps)
+  elif name == "adamw":
+    opt = optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                      mask=decay_mask)
+  else:
+    raise ValueError(f"optim.name={name!r}: expected 'adam' or 'adamw'.")
+  if grad_clip > 0:
+    opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)
+  return opt
+
+
+def ema_update(ema: Any, params: Any, step: jax.Array, decay: float,
+               every: int = 1) -> Any:
+  """ema <- decay * ema + (1 - decay) * params on steps divisible by `every`."""
+  apply = (step % every) == 0
+  return jax.tree.map(
+      lambda e, p: jnp.where(apply, decay * e + (1.0 - decay) * p, e),
+      ema, params)
