@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-import grain.python as grain
+import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging

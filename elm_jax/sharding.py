@@ -122,4 +122,6 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
 
 
 def unbox(tree: Any) -> Any:
-  return nn.meta.unbox(tree)
+  """Drops the logical-axis boxes (placement comes from explicit shardings)."""
+  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x,
+                      tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))

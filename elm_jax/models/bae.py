@@ -8,7 +8,7 @@ images. The decoder output is not squashed: it lives in [0, 1] up to
 reconstruction error.
 """
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ from elm_jax.models.conv_blocks import (AttnBlock, Downsample, ResBlock,
                                         Upsample, conv, group_norm)
 
 Dtype = Any
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class Encoder(nn.Module):
@@ -153,3 +154,12 @@ class Autoencoder(nn.Module):
   @property
   def latent_size(self) -> int:
     return self.resolution // 2 ** (len(self.ch_mult) - 1)
+
+
+def build_autoencoder(model_config: Mapping[str, Any]) -> Autoencoder:
+  """An Autoencoder from the `model` block of a config (dtype given by name)."""
+  kw = dict(model_config)
+  kw["dtype"] = DTYPES[kw.get("dtype", "float32")]
+  kw["ch_mult"] = tuple(kw["ch_mult"])
+  kw["attn_resolutions"] = tuple(kw["attn_resolutions"])
+  return Autoencoder(**kw)

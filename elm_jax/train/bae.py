@@ -21,21 +21,10 @@ from elm_jax import sharding
 from elm_jax.data import pipeline
 from elm_jax.evaluation import recon
 from elm_jax.models import discriminator as disc_lib
-from elm_jax.models.bae import Autoencoder
+from elm_jax.models.bae import build_autoencoder
 from elm_jax.models.perceptual import LPIPS, load_lpips_params
 from elm_jax.train import optim
 from elm_jax.train.state import TrainState
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def build_autoencoder(model_config: ml_collections.ConfigDict) -> Autoencoder:
-  kw = dict(model_config)
-  kw["dtype"] = DTYPES[kw.get("dtype", "float32")]
-  kw["ch_mult"] = tuple(kw["ch_mult"])
-  kw["attn_resolutions"] = tuple(kw["attn_resolutions"])
-  return Autoencoder(**kw)
-
 
 def to_unit(images: jax.Array) -> jax.Array:
   """uint8 [B, H, W, C] -> float32 in [0, 1]."""
@@ -194,9 +183,10 @@ class TokenizerStage:
               "grad_norm": jax.numpy.sqrt(sum(jnp.sum(jnp.square(g)) for g in
                                               jax.tree.leaves(ae_grads)))})
     if q.bits is not None:
-      m["code_usage"] = q.metrics.get("bit_usage", jnp.zeros(()))
-      p1 = jnp.mean(q.bits, axis=(0, 1, 2))
-      m["bit_entropy"] = jnp.mean(recon.binary_entropy(p1))
+      stats = recon.BitStats.from_bits(q.bits)
+      m["code_usage"], m["bit_entropy"] = stats.usage(), stats.mean_entropy()
+    else:
+      m["code_usage"] = recon.codebook_usage(q.ids, self.model.codebook_size)
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state, ema_params=ema,
                               model_state=model_state)
@@ -214,34 +204,33 @@ class TokenizerStage:
     if self.use_lpips:
       sums["lpips"] = jnp.sum(mask * self.lpips.apply(
           {"params": frozen["lpips"]}, images, x_hat))
-    if q.bits is not None:
-      sums["ones"] = jnp.sum(mask[:, None, None, None] * q.bits, axis=(0, 1, 2))
-    else:
-      hist = jnp.zeros((self.model.codebook_size,), jnp.float32)
-      sums["ids"] = hist.at[q.ids.reshape(q.ids.shape[0], -1)].add(
-          jnp.broadcast_to(mask[:, None], q.ids.reshape(q.ids.shape[0], -1).shape))
-    return sums, x_hat
+    stats = (recon.BitStats.from_bits(q.bits, mask) if q.bits is not None else
+             recon.CodeStats.from_ids(q.ids, self.model.codebook_size, mask))
+    return sums, stats, x_hat
 
   def evaluate(self, state, frozen, batches, mesh):
     params = state.ema_params if self.config.eval.use_ema else state.params["ae"]
     step = jax.jit(self._eval_step)
-    total, first = None, None
+    total, stats, first = None, None, None
     for local in batches:
       batch = sharding.global_batch(local, mesh)
-      sums, x_hat = step(params, batch, frozen)
+      sums, batch_stats, x_hat = step(params, batch, frozen)
       if first is None:
         n = min(8, x_hat.shape[0])
         first = np.concatenate([np.asarray(batch["image"][:n]),
                                 np.asarray(to_uint8(x_hat[:n]))], axis=2)
-      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+        total, stats = sums, batch_stats
+      else:
+        total = jax.tree.map(jnp.add, total, sums)
+        stats = stats.merge(batch_stats)
     total = jax.device_get(total)
-    count = float(total["count"])
-    out = {k: float(total[k]) / count for k in ("psnr", "ssim", "lpips")
-           if k in total}
-    if "ones" in total:
-      stats = recon.bit_statistics(np.asarray(total["ones"]), count)
-      out.update(stats)
+    count = float(total.pop("count"))
+    out = {k: float(v) / count for k, v in total.items()}
+    out["code_usage"] = float(stats.usage())
+    if isinstance(stats, recon.BitStats):
+      out["bit_entropy"] = float(stats.mean_entropy())
+      out["bit_entropy_min"] = float(jnp.min(stats.entropy()))
     else:
-      out["code_usage"] = float(np.mean(np.asarray(total["ids"]) > 0))
+      out["code_entropy"] = float(stats.entropy())
     out["examples"] = count
     return out, {"inputs_vs_reconstructions": first}
