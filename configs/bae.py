@@ -6,7 +6,7 @@
       --config.data.path=$TFDS_DATA_DIR --workdir=gs://bucket/bae20
 
 Variants (comma-separated, combinable): `fmnist` (default: Fashion-MNIST
-32x32 -> 8x8 grid of 16-bit codes), `imagenet` (ELM's 256x256 BAE, SPEC
+32x32 -> 16x16 grid of 16-bit codes, 256 tokens as in ELM's ImageNet setup), `imagenet` (ELM's 256x256 BAE, SPEC
 section 1), `tiny` (seconds on a CPU, for tests); `quantizer=binary|vq|lfq`,
 `bits=K`.
 """
@@ -18,7 +18,7 @@ from elm_jax.configs_lib import parse_arg
 ARCH = {
     # name: (resolution, nf, ch_mult, res blocks, attention resolutions, emb_dim)
     "imagenet": (256, 128, (1, 1, 2, 2, 4), 2, (16,), 256),
-    "fmnist": (32, 64, (1, 2, 2), 1, (8,), 64),
+    "fmnist": (32, 32, (1, 2), 1, (16,), 32),
     "tiny": (32, 32, (1, 2), 1, (16,), 32),
 }
 
@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.total_steps = 1_000_000
   c.log_every, c.eval_every, c.checkpoint_every = 100, 10_000, 5_000
   c.keep_checkpoints = 3
-  c.eval = dict(batch_size=256, max_batches=0, use_ema=True)
+  c.eval = dict(batch_size=256, max_batches=0, full_at_end=True, use_ema=True)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
   if a.imagenet:
@@ -72,12 +72,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ema = dict(decay=0.9, every=1)
     c.batch_size, c.total_steps = 8, 4
     c.log_every, c.eval_every, c.checkpoint_every = 1, 4, 2
-    c.eval = dict(batch_size=16, max_batches=2, use_ema=True)
-  else:  # Fashion-MNIST default: fits 30 minutes of a 2-core CPU.
-    c.loss.update(perceptual_weight=0.1)
-    c.optim.update(lr=1e-3, warmup_steps=100)
+    c.eval = dict(batch_size=16, max_batches=2, full_at_end=False, use_ema=True)
+  else:  # Fashion-MNIST default: about 30 minutes of a 2-core CPU.
+    # LPIPS is reported at evaluation but left out of the training loss: on
+    # this CPU it doubles the step time, and the target here is PSNR.
+    c.loss.update(perceptual_weight=0.0)
+    c.optim.update(lr=2e-3, warmup_steps=100)
     c.ema = dict(decay=0.99, every=1)
-    c.batch_size, c.total_steps = 64, 3000
-    c.log_every, c.eval_every, c.checkpoint_every = 50, 1000, 500
-    c.eval = dict(batch_size=500, max_batches=0, use_ema=True)
+    c.batch_size, c.total_steps = 32, 1800
+    c.log_every, c.eval_every, c.checkpoint_every = 50, 600, 300
+    c.eval = dict(batch_size=500, max_batches=2, full_at_end=True, use_ema=True)
   return c

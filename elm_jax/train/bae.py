@@ -54,6 +54,7 @@ class TokenizerStage:
     self.loss = config.loss
     self.use_gan = config.loss.gan_weight > 0
     self.use_lpips = config.loss.perceptual_weight > 0
+    self.eval_lpips = config.eval.get("lpips", True)
     self.disc = disc_lib.PatchDiscriminator(**config.loss.disc)
     self.lpips = LPIPS()
     self.tx_ae = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
@@ -77,7 +78,7 @@ class TokenizerStage:
                       model_state=model_state, rng=rng)
 
   def frozen(self) -> Any:
-    if not self.use_lpips:
+    if not (self.use_lpips or self.eval_lpips):
       return {}
     return {"lpips": load_lpips_params(self.loss.lpips_weights or None)}
 
@@ -94,11 +95,13 @@ class TokenizerStage:
     return self._loader(self.config.data.train_split, True,
                         self.config.batch_size)
 
-  def eval_batches(self) -> Iterator[dict]:
+  def eval_batches(self, full: bool = True) -> Iterator[dict]:
+    """The eval split; periodic evals stop after eval.max_batches (if > 0)."""
     loader = self._loader(self.config.data.eval_split, False,
                           self.config.eval.batch_size)
+    limit = 0 if full and self.config.eval.full_at_end else self.config.eval.max_batches
     for i, batch in enumerate(loader):
-      if 0 < self.config.eval.max_batches <= i:
+      if 0 < limit <= i:
         return
       yield batch
 
@@ -201,7 +204,7 @@ class TokenizerStage:
     sums = {"psnr": jnp.sum(mask * recon.psnr(images, x_hat)),
             "ssim": jnp.sum(mask * recon.ssim(images, x_hat)),
             "count": jnp.sum(mask)}
-    if self.use_lpips:
+    if self.eval_lpips:
       sums["lpips"] = jnp.sum(mask * self.lpips.apply(
           {"params": frozen["lpips"]}, images, x_hat))
     stats = (recon.BitStats.from_bits(q.bits, mask) if q.bits is not None else

@@ -37,8 +37,8 @@ class Stage(Protocol):
   def train_loader(self) -> Any:
     """An iterable whose iterator has get_state/set_state (grain)."""
 
-  def eval_batches(self) -> Iterator[dict]:
-    """One pass over the held-out split; batches carry a "mask"."""
+  def eval_batches(self, full: bool) -> Iterator[dict]:
+    """A pass over the held-out split (all of it if `full`); with "mask"."""
 
   def evaluate(self, state: TrainState, frozen: Any, batches: Iterator[dict],
                mesh: jax.sharding.Mesh) -> tuple[dict, dict]:
@@ -69,12 +69,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return _run(config, workdir, stage, mesh, rules)
 
 
+def sharded_state(stage: Stage, mesh, rules, rng):
+  """(unboxed abstract state, its shardings, jitted init) from logical names."""
+  abstract = jax.eval_shape(stage.init, rng)
+  state_sharding = sharding.tree_shardings(abstract, mesh, rules)
+  init = jax.jit(lambda r: sharding.unbox(stage.init(r)),
+                 out_shardings=state_sharding)
+  return sharding.unbox(abstract), state_sharding, init
+
+
+def jit_train_step(stage: Stage, state_sharding):
+  """The stage's step with the state's shardings pinned and the state donated."""
+  return jax.jit(stage.train_step, in_shardings=(state_sharding, None, None),
+                 out_shardings=(state_sharding, None), donate_argnums=(0,))
+
+
 def _run(config, workdir, stage, mesh, rules) -> TrainState:
   writer = metrics.create_writer(workdir)
   rng = jax.random.PRNGKey(config.seed)
-  abstract = jax.eval_shape(stage.init, rng)
-  state_sharding = sharding.tree_shardings(abstract, mesh, rules)
-  unboxed = sharding.unbox(abstract)
+  unboxed, state_sharding, init = sharded_state(stage, mesh, rules, rng)
 
   loader = stage.train_loader()
   data_iter = iter(loader)
@@ -86,17 +99,13 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
         unboxed, state_sharding), data_iter)
   else:
     start = 0
-    init = jax.jit(lambda r: sharding.unbox(stage.init(r)),
-                   out_shardings=state_sharding)
     state = init(rng)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(unboxed.params))
     logging.info("Initialised %d trainable parameters", n_params)
     writer.write_hparams(_flat_hparams(config))
 
   frozen = jax.device_put(stage.frozen(), sharding.replicated(mesh))
-  step_fn = jax.jit(stage.train_step,
-                    in_shardings=(state_sharding, None, None),
-                    out_shardings=(state_sharding, None), donate_argnums=(0,))
+  step_fn = jit_train_step(stage, state_sharding)
   total = config.total_steps
   report = metrics.ReportProgress(num_train_steps=total, writer=writer,
                                   every_secs=config.get("progress_every_secs", 30))
@@ -124,7 +133,7 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
       tick, tick_step = now, step
       writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
     if step % config.eval_every == 0 or step == total:
-      _evaluate(stage, state, frozen, mesh, writer, step)
+      _evaluate(stage, state, frozen, mesh, writer, step, final=step == total)
     if checkpoint_now:
       ckpt.save(step, state, data_iter, cfg_json)
   ckpt.close()
@@ -133,9 +142,10 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
   return state
 
 
-def _evaluate(stage, state, frozen, mesh, writer, step) -> None:
+def _evaluate(stage, state, frozen, mesh, writer, step, final) -> None:
   t0 = time.perf_counter()
-  scalars, images = stage.evaluate(state, frozen, stage.eval_batches(), mesh)
+  scalars, images = stage.evaluate(state, frozen,
+                                   stage.eval_batches(full=final), mesh)
   scalars["seconds"] = time.perf_counter() - t0
   writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
   if images:
