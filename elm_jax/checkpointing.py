@@ -44,9 +44,13 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, step: int, abstract_state: Any,
+  def restore(self, step: int, abstract_state: Any | None = None,
               data_iterator: Any | None = None) -> Any:
-    """Restores `state` (and the iterator in place) from checkpoint `step`."""
+    """Restores `state` (and the iterator in place) from checkpoint `step`.
+
+    abstract_state: ShapeDtypeStructs with shardings to restore into; None
+    gives the arrays as saved, on one device.
+    """
     items = dict(state=ocp.args.StandardRestore(abstract_state))
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
