@@ -104,6 +104,17 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
     logging.info("Initialised %d trainable parameters", n_params)
     writer.write_hparams(_flat_hparams(config))
 
+  try:
+    state = _train(config, stage, mesh, state, state_sharding, start, data_iter,
+                   ckpt, writer)
+  finally:  # an exception must not lose a save already in flight.
+    ckpt.close()
+    writer.flush()
+  return state
+
+
+def _train(config, stage, mesh, state, state_sharding, start, data_iter, ckpt,
+           writer) -> TrainState:
   frozen = jax.device_put(stage.frozen(), sharding.replicated(mesh))
   step_fn = jit_train_step(stage, state_sharding)
   total = config.total_steps
@@ -124,6 +135,7 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
       scalars = accumulator.fetch()
       bad = metrics.non_finite(scalars)
       if bad:
+        ckpt.wait()
         raise NonFiniteLossError(
             f"Non-finite {bad} at step {step}; stopping without saving. The "
             f"last good checkpoint ({ckpt.latest_step()}) in {ckpt.directory} "
@@ -136,8 +148,6 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
       _evaluate(stage, state, frozen, mesh, writer, step, final=step == total)
     if checkpoint_now:
       ckpt.save(step, state, data_iter, cfg_json)
-  ckpt.close()
-  writer.flush()
   logging.info("Finished at step %d", step)
   return state
 

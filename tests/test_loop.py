@@ -1,0 +1,93 @@
+"""The shared loop with a minimal stage: non-finite guard, broken checkpoints."""
+
+import os
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from elm_jax import checkpointing
+from elm_jax.metrics import read_jsonl
+from elm_jax.train import loop
+from elm_jax.train.state import TrainState
+
+
+class CountingStage:
+  """w <- w + mean(x); the loss turns NaN from step `nan_at` on."""
+
+  def __init__(self, nan_at=None):
+    self.nan_at = nan_at
+
+  def init(self, rng):
+    return TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.zeros((4,))},
+                      opt_state={}, ema_params={}, model_state={}, rng=rng)
+
+  def train_step(self, state, batch, frozen):
+    loss = jnp.mean(batch["x"]) + jnp.sum(state.params["w"])
+    if self.nan_at is not None:
+      loss = jnp.where(state.step + 1 >= self.nan_at, jnp.nan, loss)
+    params = {"w": state.params["w"] + jnp.mean(batch["x"])}
+    return state.replace(step=state.step + 1, params=params), {"loss": loss}
+
+  def frozen(self):
+    return {}
+
+  def train_loader(self):
+    return (grain.MapDataset.range(10_000)
+            .map(lambda i: {"x": np.full((), i, np.float32)})
+            .batch(8).to_iter_dataset())
+
+  def eval_batches(self, full):
+    return iter(())
+
+  def evaluate(self, state, frozen, batches, mesh):
+    return {"w0": float(state.params["w"][0])}, {}
+
+
+def config(total_steps):
+  c = ml_collections.ConfigDict(dict(
+      seed=0, batch_size=8, total_steps=total_steps, log_every=1,
+      eval_every=1000, checkpoint_every=2, keep_checkpoints=5,
+      mesh=dict(data=-1, fsdp=1, tensor=1)))
+  return c
+
+
+def test_resume_continues_the_data_stream(tmp_path):
+  loop.train_and_evaluate(config(4), str(tmp_path), CountingStage())
+  state = loop.train_and_evaluate(config(6), str(tmp_path), CountingStage())
+  # Batches i hold 8i..8i+7, mean 8i+3.5: w after 6 steps = sum over i<6.
+  assert float(state.params["w"][0]) == sum(8 * i + 3.5 for i in range(6))
+  steps = [r["step"] for r in read_jsonl(str(tmp_path)) if "train/loss" in r]
+  assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  with pytest.raises(loop.NonFiniteLossError, match="step 3.*checkpoint \\(2\\)"):
+    loop.train_and_evaluate(config(10), str(tmp_path), CountingStage(nan_at=3))
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  assert ckpt.all_steps() == [2]
+  restored = ckpt.restore(2)
+  assert float(restored["params"]["w"][0]) == 3.5 + 11.5
+
+
+def test_corrupt_checkpoint_fails_with_its_path(tmp_path):
+  loop.train_and_evaluate(config(4), str(tmp_path), CountingStage())
+  state_dir = os.path.join(tmp_path, "checkpoints", "4", "state")
+  for root, _, files in os.walk(state_dir):
+    for f in files:
+      with open(os.path.join(root, f), "wb") as fh:
+        fh.write(b"garbage")
+  with pytest.raises(RuntimeError, match="checkpoints/4.*earlier step \\[2\\]"):
+    loop.train_and_evaluate(config(6), str(tmp_path), CountingStage())
+  # The earlier checkpoint is untouched and still restores.
+  assert checkpointing.Checkpointer(str(tmp_path)).restore(2)["step"] == 2
+
+
+def test_batch_not_divisible_by_mesh_fails_before_compiling(tmp_path):
+  c = config(2)
+  c.batch_size = 6
+  with pytest.raises(ValueError, match="batch_size=6 is not divisible"):
+    loop.train_and_evaluate(c, str(tmp_path), CountingStage())
