@@ -28,6 +28,18 @@ def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
+def _assert_resumes(make):
+  """3 batches, save the state, 2 more; a new iterator from the state repeats them."""
+  it = iter(make())
+  _take(it, 3)
+  state = it.get_state()
+  expected = _take(it, 2)
+  it2 = iter(make())
+  it2.set_state(state)
+  _assert_batches_equal(_take(it2, 2), expected)
+  return it, it2
+
+
 def _assert_batches_equal(a, b):
   assert len(a) == len(b)
   for x, y in zip(a, b):
@@ -282,14 +294,7 @@ def test_image_folder_full_epoch_skips_bad_images(tmp_path, caplog):
 
 def test_image_folder_exact_resume(tmp_path):
   root = str(_make_folder(tmp_path))
-  make = lambda: pipeline.make_loader("folder", root, "", "train", 16, 2, True, 3, 3)
-  it = iter(make())
-  _take(it, 3)
-  state = it.get_state()
-  expected = _take(it, 2)
-  it2 = iter(make())
-  it2.set_state(state)
-  _assert_batches_equal(_take(it2, 2), expected)
+  _assert_resumes(lambda: pipeline.make_loader("folder", root, "", "train", 16, 2, True, 3, 3))
 
 
 def test_image_folder_start_up_errors(tmp_path):
@@ -339,14 +344,7 @@ def test_tfds_missing_dataset_error(tmp_path):
 def test_exact_resume_with_workers():
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(sys.argv[:1])
-  make = lambda: pipeline.make_loader("fashion_mnist", "", "", "test", 32, 8, True, 1, 10,
-                                      worker_count=2)
-  it = iter(make())
-  _take(it, 3)
-  state = it.get_state()
-  expected = _take(it, 2)
-  it2 = iter(make())
-  it2.set_state(state)
-  _assert_batches_equal(_take(it2, 2), expected)
+  it, it2 = _assert_resumes(lambda: pipeline.make_loader(
+      "fashion_mnist", "", "", "test", 32, 8, True, 1, 10, worker_count=2))
   del it, it2  # Stop the worker processes while their queues are still open.
   gc.collect()
