@@ -60,6 +60,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(config.batch_size, mesh)
+  if "eval" in config and "batch_size" in config.eval:
+    sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   rules = tuple(tuple(r) for r in config.get("sharding_rules", None)
                 or sharding.DEFAULT_RULES)
   logging.info("Mesh %s on %d devices (%d processes)", dict(mesh.shape),

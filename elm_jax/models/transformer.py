@@ -1,0 +1,389 @@
+"""ELM's class-conditional transformers over sub-code tokens (SPEC sections 3-4).
+
+One Llama-style pre-norm module serves both generators:
+- AR (`causal=True`): sequence [class, cell 0, ..., cell T-1], one position
+  per grid cell; the n sub-code embeddings of a cell (n tables of 2^(K/n)
+  rows) are concatenated and projected to `dim` by `proj` (n = 1: one table,
+  no `proj`). Position s predicts cell s with n independent zero-initialised
+  heads: logits [B, T+1, n, V].
+- MLM (`causal=False`): bidirectional; every sub-code is its own position,
+  all drawn from one table of V+1 rows (the last is [MASK]); the sequence is n
+  copies of the class token followed by the L*n sub-tokens, the sub-tokens of
+  a cell share the cell's RoPE rotation. The head is dense -> GELU ->
+  LayerNorm -> product with the (stop-gradient) input table + bias: logits
+  [B, L, n, V] over the V real entries.
+
+Einsum letters: B batch, S query positions, T key positions, H heads,
+D head_dim, E model width (dim), F MLP hidden, V entries per sub-code, N
+sub-codes per cell. V = 2^(K/n).
+
+The residual stream is float32 (as under PyTorch autocast); matmuls run in
+`dtype`; norms, RoPE, softmax, heads and losses in float32. Dropout and the
+class-label dropout (replace by the null class `num_classes`) draw from the
+'dropout' rng stream when `train=True`.
+
+Attention is split into `Attention.project_qkv` (fused qkv, RoPE),
+`dot_product_attention` (pure) and `Attention.project_out` so a KV-cache
+decoder can slot a cache between the first two.
+"""
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from elm_jax.models.rope import apply_rope, rope_2d_table
+from elm_jax.tokens import check_split
+
+Dtype = Any
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ACTIVATION_AXES = ("batch", "seq", "embed")
+
+REMAT_POLICIES = {
+    "none": None,  # no rematerialisation
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def default_mlp_dim(dim: int, multiple_of: int = 256) -> int:
+  """SwiGLU hidden size: round_up(int(2 * 4 * dim / 3), multiple_of)."""
+  hidden = int(2 * 4 * dim / 3)
+  return multiple_of * -(-hidden // multiple_of)
+
+
+def _init(axes, std: float | None = 0.02):
+  base = (nn.initializers.normal(std) if std is not None
+          else nn.initializers.zeros_init())
+  return nn.with_logical_partitioning(base, axes)
+
+
+def _dense(features: int, axes, name: str, dtype: Dtype, param_dtype: Dtype,
+           std: float | None = 0.02, use_bias: bool = False) -> nn.Dense:
+  return nn.Dense(features, use_bias=use_bias, kernel_init=_init(axes, std),
+                  bias_init=_init((axes[-1],), None), dtype=dtype,
+                  param_dtype=param_dtype, name=name)
+
+
+def _embed(rows: int, dim: int, name: str, dtype: Dtype,
+           param_dtype: Dtype) -> nn.Embed:
+  return nn.Embed(rows, dim, embedding_init=_init(("vocab", "embed")),
+                  dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+def _constrain(x):  # no-op unless logical axis rules are active
+  return nn.with_logical_constraint(x, ACTIVATION_AXES)
+
+
+def dot_product_attention(q, k, v, mask=None, *, dropout_rate: float = 0.0,
+                          dropout_rng=None, dtype: Dtype = jnp.float32):
+  """q [B,S,H,D], k, v [B,T,H,D], mask bool broadcastable to [B,H,S,T]."""
+  logits = jnp.einsum("bshd,bthd->bhst", q, k,
+                      preferred_element_type=jnp.float32)
+  logits = logits * q.shape[-1] ** -0.5
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  if dropout_rate > 0.0 and dropout_rng is not None:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  return jnp.einsum("bhst,bthd->bshd", weights.astype(dtype), v.astype(dtype))
+
+
+class RMSNorm(nn.Module):
+  """x * rsqrt(mean(x^2) + eps) * scale, statistics in float32."""
+  eps: float = 1e-5
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.with_logical_partitioning(
+        nn.initializers.ones_init(), ("embed",)), (x.shape[-1],),
+                       self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + self.eps)
+    return y.astype(x.dtype) * scale
+
+
+class Attention(nn.Module):
+  """Fused bias-free qkv [q | k | v], 2D RoPE on q and k, bias-free output."""
+  dim: int
+  num_heads: int
+  head_dim: int = 64
+  causal: bool = True
+  dropout: float = 0.0  # on the attention weights
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    inner = self.num_heads * self.head_dim
+    self.qkv = _dense(3 * inner, ("embed", "heads"), "qkv", **kw)
+    self.out = _dense(self.dim, ("heads", "embed"), "out", **kw)
+
+  def project_qkv(self, x, rope):
+    """x [B,S,E], rope [S,D/2,2] -> q, k, v [B,S,H,D] (q, k rotated)."""
+    b, s, _ = x.shape
+    qkv = self.qkv(x).reshape(b, s, 3, self.num_heads, self.head_dim)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    return apply_rope(q, rope), apply_rope(k, rope), v
+
+  def project_out(self, o):  # [B,S,H,D] -> [B,S,E]
+    return self.out(o.reshape(*o.shape[:2], -1))
+
+  def __call__(self, x, rope, deterministic: bool = True):
+    q, k, v = self.project_qkv(x, rope)
+    s = x.shape[1]
+    mask = jnp.tril(jnp.ones((s, s), bool)) if self.causal else None
+    use_dropout = self.dropout > 0.0 and not deterministic
+    o = dot_product_attention(
+        q, k, v, mask, dropout_rate=self.dropout if use_dropout else 0.0,
+        dropout_rng=self.make_rng("dropout") if use_dropout else None,
+        dtype=self.dtype)
+    return self.project_out(o)
+
+
+class FeedForward(nn.Module):
+  """SwiGLU: w2(silu(w1 x) * w3 x), no biases."""
+  dim: int
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):  # [B,S,E] -> [B,S,E]
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    gate = _dense(self.mlp_dim, ("embed", "mlp"), "w1", **kw)(x)
+    up = _dense(self.mlp_dim, ("embed", "mlp"), "w3", **kw)(x)
+    h = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "seq", "mlp"))
+    return _dense(self.dim, ("mlp", "embed"), "w2", **kw)(h)
+
+
+class Block(nn.Module):
+  """Pre-norm block: x += drop(attn(norm x)); x += drop(ffn(norm x))."""
+  dim: int
+  num_heads: int
+  head_dim: int
+  mlp_dim: int
+  causal: bool = True
+  attn_dropout: float = 0.0
+  resid_dropout: float = 0.1
+  mlp_dropout: float = 0.1
+  norm_eps: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, rope, deterministic: bool = True):
+    """x [B,S,E] float32 residual, rope [S,D/2,2] -> (x, None) (scan form)."""
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = _constrain(x)
+    h = RMSNorm(self.norm_eps, self.param_dtype, name="attention_norm")(x)
+    h = Attention(self.dim, self.num_heads, self.head_dim, self.causal,
+                  self.attn_dropout, name="attention", **kw)(h, rope,
+                                                              deterministic)
+    x = x + nn.Dropout(self.resid_dropout)(h, deterministic=deterministic)
+    h = RMSNorm(self.norm_eps, self.param_dtype, name="ffn_norm")(x)
+    h = FeedForward(self.dim, self.mlp_dim, name="feed_forward", **kw)(h)
+    x = x + nn.Dropout(self.mlp_dropout)(h, deterministic=deterministic)
+    return _constrain(x), None
+
+
+class MlmHead(nn.Module):
+  """LayerNorm(GELU_erf(fc h)) @ stop_gradient(table).T + bias, float32."""
+  dim: int
+  norm_eps: float = 1e-5
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, table):  # h [B,S,E], table [V+1,E] -> [B,S,V+1]
+    h = _dense(self.dim, ("embed", "mlp"), "fc", jnp.float32, self.param_dtype,
+               use_bias=True)(h.astype(jnp.float32))
+    h = nn.gelu(h, approximate=False)
+    h = nn.LayerNorm(self.norm_eps, dtype=jnp.float32, use_fast_variance=False,
+                     param_dtype=self.param_dtype, name="ln",
+                     scale_init=nn.with_logical_partitioning(
+                         nn.initializers.ones_init(), ("embed",)),
+                     bias_init=_init(("embed",), None))(h)
+    bias = self.param("bias", _init(("vocab",), None), (table.shape[0],),
+                      self.param_dtype)
+    table = jax.lax.stop_gradient(table).astype(jnp.float32)
+    return jnp.einsum("bse,ve->bsv", h, table) + bias
+
+
+class Transformer(nn.Module):
+  """ELM's AR (causal) or MLM (bidirectional) transformer; see module doc.
+
+  Build as `Transformer(**config.model)`; call `model.apply(variables, tokens,
+  labels, train=..., mask=...)`.
+  """
+  num_layers: int = 12
+  dim: int = 768
+  num_heads: int = 12
+  head_dim: int = 64
+  mlp_dim: int | None = None  # None: round_up(int(2 * 4 * dim / 3), 256)
+  num_classes: int = 1000  # the table has num_classes + 1 rows (last: null)
+  bits: int = 20  # K bits per grid cell
+  num_subcodes: int = 2  # n; V = 2^(K/n) entries per sub-code
+  grid_size: int = 16
+  causal: bool = True
+  token_dropout: float = 0.1
+  resid_dropout: float = 0.1
+  mlp_dropout: float = 0.1
+  attn_dropout: float = 0.0
+  class_dropout: float = 0.1
+  rope_base: float = 10000.0
+  norm_eps: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  scan_layers: bool = False
+  remat: str = "none"
+
+  @property
+  def vocab_size(self) -> int:
+    """V: entries of one sub-code (the MLM table has one more, [MASK])."""
+    return 2 ** check_split(self.bits, self.num_subcodes)
+
+  @property
+  def mask_id(self) -> int:
+    return self.vocab_size
+
+  @property
+  def hidden_dim(self) -> int:
+    return self.mlp_dim or default_mlp_dim(self.dim)
+
+  def setup(self):
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"model.remat={self.remat!r}: expected one of "
+                       f"{sorted(REMAT_POLICIES)}.")
+    if self.head_dim % 4:
+      raise ValueError(f"model.head_dim={self.head_dim} must be divisible by "
+                       "4 for 2D RoPE.")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    n, v = self.num_subcodes, self.vocab_size
+    self.class_embed = _embed(self.num_classes + 1, self.dim, "class_embed", **kw)
+    if self.causal:
+      self.tok_embed = [_embed(v, self.dim, f"tok_embed_{i}", **kw)
+                        for i in range(n)]
+      if n > 1:
+        self.proj = _dense(self.dim, (None, "embed"), "proj", **kw)
+      self.heads = [_dense(v, ("embed", "vocab"), f"head_{i}", jnp.float32,
+                           self.param_dtype, std=None) for i in range(n)]
+    else:
+      self.tok_embed = _embed(v + 1, self.dim, "tok_embed", **kw)
+      self.mlm_head = MlmHead(self.dim, self.norm_eps, self.param_dtype)
+
+    block = Block
+    if self.remat != "none":
+      block = nn.remat(block, policy=REMAT_POLICIES[self.remat],
+                       prevent_cse=not self.scan_layers, static_argnums=(3,))
+    block_kw = dict(dim=self.dim, num_heads=self.num_heads,
+                    head_dim=self.head_dim, mlp_dim=self.hidden_dim,
+                    causal=self.causal, attn_dropout=self.attn_dropout,
+                    resid_dropout=self.resid_dropout,
+                    mlp_dropout=self.mlp_dropout, norm_eps=self.norm_eps, **kw)
+    if self.scan_layers:
+      self.layers = nn.scan(
+          block, variable_axes={"params": 0},
+          split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast, nn.broadcast), length=self.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})(**block_kw,
+                                                         name="layers")
+    else:
+      self.layers = [block(**block_kw, name=f"layers_{i}")
+                     for i in range(self.num_layers)]
+    self.norm = RMSNorm(self.norm_eps, self.param_dtype)
+    self.token_drop = nn.Dropout(self.token_dropout)
+
+  def _rope(self, cells: int):
+    """[cells + 1, D/2, 2]: the zero class row, then the first cells cells."""
+    table = rope_2d_table(self.grid_size, self.head_dim, self.rope_base)
+    return jnp.asarray(table[:cells + 1])
+
+  def embed(self, tokens, labels, deterministic: bool = True):
+    """tokens [B,T,N] int, labels [B] -> (x [B,S,E] float32, rope [S,D/2,2])."""
+    b, t, n = tokens.shape
+    if n != self.num_subcodes:
+      raise ValueError(f"tokens have {n} sub-codes per cell, the model "
+                       f"num_subcodes={self.num_subcodes}.")
+    most = self.grid_size ** 2 - int(self.causal)  # AR inputs stop one short
+    if t > most:
+      raise ValueError(f"{t} input cells: at most {most} fit the "
+                       f"{self.grid_size}x{self.grid_size} grid.")
+    cls = self.class_embed(labels)[:, None]  # [B,1,E]
+    rope = self._rope(t)
+    if self.causal:
+      emb = [self.tok_embed[i](tokens[..., i]) for i in range(n)]  # N x [B,T,E]
+      x = self.proj(jnp.concatenate(emb, -1)) if n > 1 else emb[0]
+      x = jnp.concatenate([cls.astype(x.dtype), x], axis=1)  # [B,1+T,E]
+    else:
+      x = self.tok_embed(tokens)  # [B,T,N,E]
+      x = jnp.concatenate([jnp.repeat(cls[:, None], n, axis=2), x], axis=1)
+      x = x.reshape(b, (1 + t) * n, self.dim)  # position p*N + j
+      rope = jnp.repeat(rope, n, axis=0)
+    x = self.token_drop(x, deterministic=deterministic)
+    return x.astype(jnp.float32), rope
+
+  def backbone(self, x, rope, deterministic: bool = True):
+    """The blocks and the final RMSNorm: [B,S,E] -> [B,S,E] float32."""
+    if self.scan_layers:
+      x, _ = self.layers(x, rope, deterministic)
+    else:
+      for layer in self.layers:
+        x, _ = layer(x, rope, deterministic)
+    return self.norm(x).astype(jnp.float32)
+
+  def logits(self, h):
+    """h [B,S,E] -> AR [B,S,N,V]; MLM [B,S/N - 1,N,V] (class slots dropped)."""
+    n, v = self.num_subcodes, self.vocab_size
+    if self.causal:
+      return jnp.stack([head(h) for head in self.heads], axis=2)
+    full = self.mlm_head(h, self.tok_embed.embedding)  # [B,S,V+1]
+    return full[:, n:, :v].reshape(h.shape[0], -1, n, v)
+
+  def __call__(self, tokens, labels, *, train: bool = False, mask=None):
+    """Logits float32 [B, L, N, V].
+
+    AR: tokens [B, T, N] are cells 0..T-1 (T <= grid^2 - 1; training feeds
+    all but the last cell), logits [B, T+1, N, V], position s predicting cell
+    s. MLM: tokens [B, L, N] with mask_id at masked slots, or `mask` [B, L, N]
+    bool marking slots to replace by mask_id; logits [B, L, N, V].
+    """
+    if mask is not None:
+      tokens = jnp.where(mask, self.mask_id, tokens)
+    if train and self.class_dropout > 0.0:
+      drop = jax.random.bernoulli(self.make_rng("dropout"), self.class_dropout,
+                                  labels.shape)
+      labels = jnp.where(drop, self.num_classes, labels)
+    x, rope = self.embed(tokens, labels, deterministic=not train)
+    return self.logits(self.backbone(x, rope, deterministic=not train))
+
+
+def cross_entropy(logits, targets, weights=None, label_smoothing: float = 0.0):
+  """Mean cross-entropy over sub-tokens: logits [..., V], int targets [...].
+
+  weights (same shape as targets, e.g. the MLM mask) restrict the mean.
+  """
+  logits = logits.astype(jnp.float32)
+  if label_smoothing:
+    v = logits.shape[-1]
+    soft = optax.smooth_labels(jax.nn.one_hot(targets, v), label_smoothing)
+    losses = optax.softmax_cross_entropy(logits, soft)
+  else:
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  if weights is None:
+    return losses.mean()
+  weights = weights.astype(jnp.float32)
+  return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def build_transformer(model_config: Mapping[str, Any]) -> Transformer:
+  """A Transformer from the `model` block of a config (dtypes given by name)."""
+  kw = dict(model_config)
+  for key in ("dtype", "param_dtype"):
+    if isinstance(kw.get(key), str):
+      kw[key] = DTYPES[kw[key]]
+  return Transformer(**kw)
