@@ -77,9 +77,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # LPIPS is reported at evaluation but left out of the training loss: on
     # this CPU it doubles the step time, and the target here is PSNR.
     c.loss.update(perceptual_weight=0.0)
-    c.optim.update(lr=2e-3, warmup_steps=100)
+    c.optim.update(lr=2e-3, warmup_steps=100, decay="cosine")
     c.ema = dict(decay=0.99, every=1)
-    c.batch_size, c.total_steps = 32, 1800
-    c.log_every, c.eval_every, c.checkpoint_every = 50, 600, 300
+    c.batch_size, c.total_steps = 16, 1700
+    c.log_every, c.eval_every, c.checkpoint_every = 50, 850, 425
     c.eval = dict(batch_size=500, max_batches=2, full_at_end=True, use_ema=True)
   return c

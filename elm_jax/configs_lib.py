@@ -4,6 +4,8 @@ from typing import Any, Callable
 
 import ml_collections
 
+from elm_jax.models.transformer import SIZES as GENERATOR_SIZES
+
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   """"tiny,bits=20" -> {tiny: True, bits: 20}, typed like `defaults`.
@@ -87,3 +89,77 @@ def _validate_bae(config: ml_collections.ConfigDict) -> None:
   require(d.source in ("fashion_mnist", "tfds", "folder"), "data.source",
           f"{d.source!r}: expected 'fashion_mnist', 'tfds' or 'folder'.")
   require(config.eval.batch_size > 0, "eval.batch_size", "must be positive.")
+
+
+def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
+  """The AR / MLM config: `size=L,split=2-10`, `tiny`, `imagenet`."""
+  a = parse_arg(arg, tiny=False, imagenet=False, size="S", split="2-8")
+  size = "tiny" if a.tiny else a.size
+  require(size in GENERATOR_SIZES, "model (size)",
+          f"{size!r} unknown; expected one of {list(GENERATOR_SIZES)}.")
+  n, _, width = a.split.partition("-")
+  layers, dim, heads = GENERATOR_SIZES[size]
+  c = ml_collections.ConfigDict()
+  c.stage = stage
+  c.seed = 0
+  # A tokenizer workdir (configs/bae.py run); bits and grid come from it.
+  c.tokenizer = dict(checkpoint="", bernoulli=True)
+  # data.tokens: a directory written by `python -m elm_jax.tokenize` (then
+  # the images are not read and the encoder does not run).
+  c.data = dict(source="fashion_mnist", path="", name="", train_split="train",
+                eval_split="test", image_size=32, num_classes=10, worker_count=0,
+                tokens="")
+  if a.imagenet:
+    c.data.update(source="tfds", name="imagenet2012", eval_split="validation",
+                  image_size=256, num_classes=1000, worker_count=8)
+  c.split = a.split
+  c.model = dict(num_layers=layers, dim=dim, num_heads=heads, head_dim=64,
+                 mlp_dim=0, num_classes=c.data.get_ref("num_classes"),
+                 num_subcodes=int(n), token_dropout=0.1, resid_dropout=0.1,
+                 mlp_dropout=0.1, attn_dropout=0.0, class_dropout=0.1,
+                 dtype="float32", param_dtype="float32", scan_layers=False,
+                 remat="none")
+  c.subcode_bits = int(width)
+  c.optim = dict(name="adamw", lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.05,
+                 grad_clip=1.0, warmup_steps=0, decay="constant")
+  c.ema = dict(decay=0.9999, every=1)
+  c.mlm = dict(schedule_steps=256, label_smoothing=0.0)
+  c.batch_size, c.total_steps = 256, 2_000_000
+  c.log_every, c.eval_every, c.checkpoint_every = 100, 50_000, 10_000
+  c.keep_checkpoints = 3
+  c.eval = dict(batch_size=256, max_batches=20, full_at_end=False, use_ema=True)
+  c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  if a.imagenet:
+    c.model.update(dtype="bfloat16", scan_layers=True)
+  elif a.tiny:
+    c.optim.update(lr=1e-3)
+    c.ema.decay = 0.9
+    c.batch_size, c.total_steps = 8, 4
+    c.log_every, c.eval_every, c.checkpoint_every = 1, 4, 2
+    c.eval = dict(batch_size=16, max_batches=1, full_at_end=False, use_ema=True)
+  else:  # Fashion-MNIST default.
+    c.optim.update(lr=1e-3, warmup_steps=200, decay="cosine")
+    c.ema.decay = 0.999
+    c.batch_size, c.total_steps = 32, 3000
+    c.log_every, c.eval_every, c.checkpoint_every = 50, 1000, 500
+    c.eval = dict(batch_size=500, max_batches=2, full_at_end=True, use_ema=True)
+  return c
+
+
+def _validate_generator(config: ml_collections.ConfigDict) -> None:
+  m = config.model
+  require(bool(config.tokenizer.checkpoint), "tokenizer.checkpoint",
+          "empty; pass the workdir of a configs/bae.py run "
+          "(--config.tokenizer.checkpoint=DIR).")
+  require(m.num_subcodes >= 1, "model.num_subcodes", "must be >= 1.")
+  require(m.dim == m.num_heads * m.head_dim, "model.dim",
+          f"{m.dim} != num_heads * head_dim = {m.num_heads} * {m.head_dim}.")
+  require(m.head_dim % 4 == 0, "model.head_dim", "must be divisible by 4 (2D RoPE).")
+  require(m.remat in ("none", "full", "dots", "dots_no_batch"), "model.remat",
+          f"{m.remat!r}: expected none, full, dots or dots_no_batch.")
+  require(config.optim.decay in ("constant", "cosine"), "optim.decay",
+          f"{config.optim.decay!r}: expected 'constant' or 'cosine'.")
+
+
+VALIDATORS["ar"] = _validate_generator
+VALIDATORS["mlm"] = _validate_generator

@@ -22,6 +22,12 @@ def make_stage(config):
   if config.stage == "bae":
     from elm_jax.train.bae import TokenizerStage
     return TokenizerStage(config)
+  if config.stage == "ar":
+    from elm_jax.train.ar import ARStage
+    return ARStage(config)
+  if config.stage == "mlm":
+    from elm_jax.train.mlm import MLMStage
+    return MLMStage(config)
   raise configs_lib.ConfigError(f"config.stage: {config.stage!r} has no trainer.")
 
 

@@ -2,8 +2,8 @@
 
 Process 0 writes TensorBoard event files and a `metrics.jsonl` (one JSON
 object per write: {"step": s, name: value, ...}) in the workdir; the others
-only log. Train steps return dicts of scalars; `MeanAccumulator` sums them on
-device and fetches once per log period.
+only log. Train steps return dicts of scalars; `MeanAccumulator` keeps them
+and averages once per log period.
 """
 
 import json
@@ -75,23 +75,26 @@ def read_jsonl(workdir: str) -> list[dict]:
 
 
 class MeanAccumulator:
-  """Sums step metrics on device; `fetch()` returns host means and resets."""
+  """Keeps step metrics as device arrays; `fetch()` returns host means and resets.
+
+  No arithmetic happens per step: an eager op on a step's output would make
+  the host wait for that step (on CPU the waiting thread spins and takes a
+  core from XLA), so everything is fetched at once when logging.
+  """
 
   def __init__(self):
-    self._sum, self._count = None, 0
+    self._items: list[Mapping[str, jax.Array]] = []
 
   def add(self, metrics: Mapping[str, jax.Array]) -> None:
-    self._sum = dict(metrics) if self._sum is None else jax.tree.map(
-        lambda a, b: a + b, self._sum, dict(metrics))
-    self._count += 1
+    self._items.append(metrics)
 
   def fetch(self) -> dict[str, float]:
-    if self._sum is None:
+    if not self._items:
       return {}
-    host = jax.device_get(self._sum)
-    out = {k: float(np.asarray(v)) / self._count for k, v in host.items()}
-    self._sum, self._count = None, 0
-    return out
+    host = jax.device_get(self._items)
+    self._items = []
+    return {k: float(np.mean([np.asarray(m[k]) for m in host]))
+            for k in host[0]}
 
 
 def non_finite(scalars: Mapping[str, float]) -> list[str]:

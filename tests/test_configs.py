@@ -8,7 +8,10 @@ from config_loading import CONFIGS, get_config
 from elm_jax import configs_lib, sharding
 
 VARIANTS = {"bae": [None, "tiny", "imagenet", "imagenet,bits=20",
-                    "tiny,quantizer=vq", "tiny,quantizer=lfq"]}
+                    "tiny,quantizer=vq", "tiny,quantizer=lfq"],
+            "ar": [None, "tiny", "imagenet,size=L,split=2-10",
+                   "imagenet,size=2B,split=2-12"],
+            "mlm": [None, "tiny", "imagenet,size=L,split=1-16"]}
 
 
 def test_every_config_file_is_covered():
@@ -18,7 +21,12 @@ def test_every_config_file_is_covered():
 @pytest.mark.parametrize("name,arg", [(n, a) for n, args in VARIANTS.items()
                                       for a in args])
 def test_validates(name, arg):
-  configs_lib.validate(get_config(name, arg))
+  config = get_config(name, arg)
+  if name in ("ar", "mlm"):
+    with pytest.raises(configs_lib.ConfigError, match="tokenizer.checkpoint"):
+      configs_lib.validate(config)
+    config.tokenizer.checkpoint = "/some/bae/workdir"
+  configs_lib.validate(config)
 
 
 @pytest.mark.parametrize("field,value,match", [

@@ -29,8 +29,8 @@ def env():
   return e
 
 
-def run(workdir, *overrides, timeout=300):
-  proc = subprocess.run(main_cmd(workdir, *overrides), cwd=ROOT, env=env(),
+def run(workdir, *overrides, timeout=300, config="configs/bae.py:tiny"):
+  proc = subprocess.run(main_cmd(workdir, *overrides, config=config), cwd=ROOT, env=env(),
                         capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc

@@ -49,6 +49,18 @@ REMAT_POLICIES = {
 }
 
 
+# Sizes: (layers, width, heads); head_dim is 64 everywhere (SPEC section 4).
+SIZES = {
+    "tiny": (2, 128, 2),
+    "S": (4, 256, 4),
+    "B": (12, 768, 12),
+    "L": (24, 1024, 16),
+    "XL": (36, 1280, 20),
+    "XXL": (48, 1536, 24),
+    "2B": (48, 1792, 28),
+}
+
+
 def default_mlp_dim(dim: int, multiple_of: int = 256) -> int:
   """SwiGLU hidden size: round_up(int(2 * 4 * dim / 3), multiple_of)."""
   hidden = int(2 * 4 * dim / 3)
@@ -378,6 +390,20 @@ def cross_entropy(logits, targets, weights=None, label_smoothing: float = 0.0):
     return losses.mean()
   weights = weights.astype(jnp.float32)
   return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def next_token_loss(model: "Transformer", params, ids, labels, rng,
+                    train: bool):
+  """AR objective. ids [B, L, n] -> (mean loss per sub-token, {"accuracy"}).
+
+  Input [cls, t0 .. t_{L-2}] predicts t0 .. t_{L-1}; the sub-codes of a
+  position are predicted independently from the same context.
+  """
+  logits = model.apply({"params": params}, ids[:, :-1], labels, train=train,
+                       rngs={"dropout": rng})  # [B, L, n, V]
+  loss = cross_entropy(logits, ids)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == ids)
+  return loss, {"accuracy": accuracy}
 
 
 def build_transformer(model_config: Mapping[str, Any]) -> Transformer:

@@ -144,6 +144,8 @@ def _train(config, stage, mesh, state, state_sharding, start, data_iter, ckpt,
             "is intact: lower optim.lr or check the data.")
       now = time.perf_counter()
       scalars["steps_per_sec"] = (step - tick_step) / max(now - tick, 1e-9)
+      if hasattr(stage, "tokens_per_step"):
+        scalars["tokens_per_sec"] = scalars["steps_per_sec"] * stage.tokens_per_step
       tick, tick_step = now, step
       writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
     if step % config.eval_every == 0 or step == total:

@@ -1,0 +1,130 @@
+"""AR train-step throughput and model FLOP utilisation (MFU).
+
+  python benchmarks/ar_train_step.py                     # tiny and B, float32
+  python benchmarks/ar_train_step.py --sizes=L --dtype=bfloat16 --json=out.json
+
+The step is the real one (ELM AR loss, AdamW with clipping) on random
+sub-code ids, batch x 256 positions (2-10 split). MFU = model FLOPs per step
+(6 x non-embedding params x tokens + 12 x layers x width x sequence^2 x batch
+for attention) / step time / peak, where peak is a large jnp.dot measured in
+the same run with the same dtype.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from elm_jax.models.transformer import SIZES, Transformer, next_token_loss  # noqa: E402
+from elm_jax.train import optim  # noqa: E402
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def matmul_peak(dtype, repeats=5) -> float:
+  """FLOP/s of a large square jnp.dot (median of `repeats`)."""
+  n = 2048 if jax.default_backend() == "cpu" else 8192
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def model_flops(model: Transformer, params, batch: int, seq: int) -> float:
+  embed = sum(int(np.prod(x.shape)) for k, v in params.items()
+              if k.startswith(("tok_embed", "class_embed"))
+              for x in jax.tree.leaves(v))
+  total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  dense = 6 * (total - embed) * batch * seq
+  attention = 12 * model.num_layers * model.dim * seq * seq * batch
+  return dense + attention
+
+
+def measure(size, batch, dtype, steps, split=(2, 10), grid=16):
+  layers, dim, heads = SIZES[size]
+  n, k = split
+  model = Transformer(num_layers=layers, dim=dim, num_heads=heads, bits=n * k,
+                      num_subcodes=n, grid_size=grid, dtype=DTYPES[dtype],
+                      scan_layers=layers > 4)
+  seq = grid * grid
+  rng = jax.random.PRNGKey(0)
+  ids = jax.random.randint(rng, (batch, seq, n), 0, 2 ** k)
+  labels = jnp.zeros((batch,), jnp.int32)
+  params = jax.jit(lambda r: jax.tree.map(
+      lambda x: getattr(x, "value", x),
+      model.init(r, ids[:, :-1], labels)["params"],
+      is_leaf=lambda x: hasattr(x, "value")))(rng)
+  tx = optim.make_optimizer(name="adamw", lr=1e-4, b1=0.9, b2=0.95,
+                            weight_decay=0.05, grad_clip=1.0)
+  state = (params, tx.init(params))
+
+  def step(state, ids, labels, rng):
+    params, opt = state
+    (loss, _), grads = jax.value_and_grad(
+        lambda p: next_token_loss(model, p, ids, labels, rng, True), has_aux=True)(params)
+    updates, opt = tx.update(grads, opt, params)
+    return (optax.apply_updates(params, updates), opt), loss
+
+  f = jax.jit(step, donate_argnums=0)
+  t0 = time.perf_counter()
+  compiled = f.lower(state, ids, labels, rng).compile()
+  compile_s = time.perf_counter() - t0
+  state, loss = compiled(state, ids, labels, rng)
+  loss.block_until_ready()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, loss = compiled(state, ids, labels, rng)
+    loss.block_until_ready()
+    times.append(time.perf_counter() - t)
+  sec = statistics.median(times)
+  flops = model_flops(model, params, batch, seq)
+  return dict(size=size, batch=batch, dtype=dtype, seq=seq, compile_s=compile_s,
+              step_s=sec, tokens_per_s=batch * seq / sec,
+              model_tflop_per_step=flops / 1e12, achieved_tflops=flops / sec / 1e12,
+              device=jax.devices()[0].device_kind)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--sizes", default="tiny,B")
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--json", default="")
+  args = p.parse_args()
+  peak = matmul_peak(DTYPES[args.dtype])
+  print(f"device {jax.devices()[0].device_kind}; {args.dtype} jnp.dot peak "
+        f"{peak / 1e12:.3f} TFLOP/s")
+  print(f"{'size':<6}{'batch':>6}{'compile s':>10}{'step s':>9}{'tokens/s':>11}"
+        f"{'TFLOP/step':>11}{'TFLOP/s':>9}{'MFU':>7}")
+  rows = []
+  for size in args.sizes.split(","):
+    r = measure(size, args.batch, args.dtype, args.steps)
+    r["peak_tflops"] = peak / 1e12
+    r["mfu"] = r["achieved_tflops"] / r["peak_tflops"]
+    rows.append(r)
+    print(f"{size:<6}{args.batch:>6}{r['compile_s']:>10.1f}{r['step_s']:>9.3f}"
+          f"{r['tokens_per_s']:>11.0f}{r['model_tflop_per_step']:>11.3f}"
+          f"{r['achieved_tflops']:>9.3f}{r['mfu']:>7.1%}", flush=True)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,16 @@
+"""Masked (MaskGIT-style) generator configs (ELM MLM), over a trained tokenizer's codes.
+
+  python -m elm_jax.main --config=configs/mlm.py --workdir=/tmp/mlm \
+      --config.tokenizer.checkpoint=workdirs/bae_fmnist
+  python -m elm_jax.main --config=configs/mlm.py:imagenet,size=L,split=2-10 \
+      --config.tokenizer.checkpoint=BAE20_WORKDIR --workdir=...
+
+Arguments: size=tiny|S|B|L|XL|XXL|2B, split=n-k (n sub-codes of k bits; the
+tokenizer's K must equal n*k), `tiny`, `imagenet`.
+"""
+
+from elm_jax.configs_lib import generator_config
+
+
+def get_config(arg=None):
+  return generator_config("mlm", arg)

@@ -1,0 +1,111 @@
+"""Pre-tokenize a dataset once with a trained tokenizer.
+
+  python -m elm_jax.tokenize --tokenizer=workdirs/bae_fmnist --out=workdirs/tokens
+
+Writes, per split, OUT/<split>/probs.npy (uint8 [N, h, w, K]: the encoder's
+bit probabilities quantised as round(255 p)), probs_flipped.npy (the same for
+horizontally flipped images, with --flips), labels.npy (int32 [N]) and
+OUT/meta.json. Storing probabilities rather than bits keeps ELM's Bernoulli
+augmentation: the generator draws fresh bits from them every epoch without
+running the encoder again. Files are written under a temporary name and
+renamed when complete, so an interrupted run never leaves a half-written
+split that looks finished.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from elm_jax.data import pipeline
+from elm_jax.train import frozen_tokenizer
+
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "Workdir of a configs/bae.py run.")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_SPLITS = flags.DEFINE_list("splits", ["train", "test"], "Splits to tokenize.")
+_BATCH = flags.DEFINE_integer("batch_size", 500, "Images per encoder call.")
+_FLIPS = flags.DEFINE_bool("flips", True, "Also store flipped-image probabilities.")
+_SOURCE = flags.DEFINE_string("source", "", "Override the tokenizer run's data.source.")
+_PATH = flags.DEFINE_string("path", "", "Override data.path.")
+_NAME = flags.DEFINE_string("name", "", "Override data.name.")
+
+META = "meta.json"
+
+
+def quantize(probs: jax.Array) -> jax.Array:
+  """float probabilities in [0, 1] -> uint8 round(255 p)."""
+  return jnp.round(jnp.clip(probs, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+def dequantize(q: jax.Array) -> jax.Array:
+  return q.astype(jnp.float32) / 255.0
+
+
+def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str,
+                   out_dir: str, batch_size: int, flips: bool) -> int:
+  """Encodes one split into out_dir/<split>/; returns the example count."""
+  final = os.path.join(out_dir, split)
+  if os.path.exists(final):
+    raise FileExistsError(f"{final} exists; remove it to tokenize again.")
+  n = pipeline.num_examples(data["source"], data["path"], data["name"], split)
+  loader = pipeline.make_loader(
+      source=data["source"], path=data["path"], name=data["name"], split=split,
+      image_size=data["image_size"], global_batch_size=batch_size, train=False,
+      seed=0, num_classes=data["num_classes"])
+  encode = jax.jit(lambda p, x: quantize(
+      frozen_tokenizer.probabilities(tok.model, p, x)))
+  tmp = final + ".partial"
+  os.makedirs(tmp, exist_ok=True)
+  g, k = tok.grid_size, tok.bits
+  names = ["probs"] + (["probs_flipped"] if flips else [])
+  arrays = {name: np.lib.format.open_memmap(
+      os.path.join(tmp, f"{name}.npy"), mode="w+", dtype=np.uint8,
+      shape=(n, g, g, k)) for name in names}
+  labels = np.zeros((n,), np.int32)
+  written = 0
+  for batch in loader:
+    keep = batch["mask"] > 0
+    images = batch["image"]
+    count = int(keep.sum())
+    rows = slice(written, written + count)
+    arrays["probs"][rows] = np.asarray(encode(tok.params, images))[keep]
+    if flips:
+      arrays["probs_flipped"][rows] = np.asarray(
+          encode(tok.params, images[:, :, ::-1]))[keep]
+    labels[rows] = batch["label"][keep]
+    written += count
+  if written != n:
+    raise RuntimeError(f"{split}: encoded {written} of {n} examples (images "
+                       "that failed to decode are not tokenized).")
+  for a in arrays.values():
+    a.flush()
+  np.save(os.path.join(tmp, "labels.npy"), labels)
+  os.rename(tmp, final)
+  logging.info("%s: %d examples -> %s", split, n, final)
+  return n
+
+
+def main(argv):
+  del argv
+  tok = frozen_tokenizer.load(_TOKENIZER.value)
+  data = dict(tok.config.data)
+  for key, flag in (("source", _SOURCE), ("path", _PATH), ("name", _NAME)):
+    if flag.value:
+      data[key] = flag.value
+  os.makedirs(_OUT.value, exist_ok=True)
+  counts = {split: tokenize_split(tok, data, split, _OUT.value, _BATCH.value,
+                                  _FLIPS.value) for split in _SPLITS.value}
+  meta = dict(tokenizer=os.path.abspath(_TOKENIZER.value), step=tok.step,
+              bits=tok.bits, grid_size=tok.grid_size,
+              image_size=data["image_size"], num_classes=data["num_classes"],
+              splits=counts, flips=_FLIPS.value, quantization="p = q / 255")
+  with open(os.path.join(_OUT.value, META), "w") as f:
+    json.dump(meta, f, indent=1)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["tokenizer", "out"])
+  app.run(main)

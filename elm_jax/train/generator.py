@@ -1,0 +1,156 @@
+"""What the AR and MLM stages share: data, frozen tokenizer, optimizer, eval.
+
+Images come from the same pipeline as the tokenizer stage and the frozen
+tokenizer turns them into sub-code ids inside the jitted step; or, with
+config.data.tokens set, batches carry the bit probabilities that
+`elm_jax.tokenize` stored. Either way the bits are drawn from the Bernoulli
+probabilities every time (ELM's augmentation). A subclass supplies
+`loss(params, ids, labels, rng, train) -> (loss, aux)`.
+"""
+
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from elm_jax import sharding
+from elm_jax.data import pipeline, token_pipeline
+from elm_jax.models.transformer import build_transformer
+from elm_jax.train import frozen_tokenizer, optim
+from elm_jax.train.state import TrainState
+
+
+class GeneratorStage:
+  """Base of ARStage and MLMStage."""
+
+  causal: bool = True
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.tokenizer = frozen_tokenizer.load(config.tokenizer.checkpoint)
+    k, n = self.tokenizer.bits, config.model.num_subcodes
+    if n * config.subcode_bits != k:
+      raise ValueError(
+          f"config.split={config.split!r} needs {n} x {config.subcode_bits} = "
+          f"{n * config.subcode_bits} bits per position, but the tokenizer in "
+          f"{config.tokenizer.checkpoint} makes {k}-bit codes; choose n-k with "
+          f"n*k = {k} (e.g. split={n}-{k // n}).")
+    model_kw = dict(config.model)
+    model_kw.update(bits=self.tokenizer.bits, grid_size=self.tokenizer.grid_size,
+                    causal=self.causal)
+    self.model = build_transformer(model_kw)
+    self.num_subcodes = config.model.num_subcodes
+    self.length = self.tokenizer.grid_size ** 2
+    size = self.tokenizer.config.data.image_size
+    if size != config.data.image_size:
+      raise ValueError(
+          f"config.data.image_size={config.data.image_size} but the tokenizer "
+          f"in {config.tokenizer.checkpoint} was trained on {size}x{size}.")
+    self.schedule = optim.schedule(
+        config.optim.lr, config.optim.warmup_steps, config.optim.decay,
+        config.total_steps)
+    self.tx = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
+    self.tokens_per_step = config.batch_size * self.length * self.num_subcodes
+    self.tokens_dir = config.data.get("tokens", "")
+    if self.tokens_dir:
+      meta = token_pipeline.read_meta(self.tokens_dir)
+      if (meta["bits"], meta["grid_size"]) != (k, self.tokenizer.grid_size):
+        raise ValueError(
+            f"config.data.tokens={self.tokens_dir!r} holds {meta['bits']}-bit "
+            f"codes on a {meta['grid_size']}^2 grid; the tokenizer makes {k}-bit "
+            f"codes on {self.tokenizer.grid_size}^2. Tokenize with this tokenizer.")
+
+  # ---------------------------------------------------------------- state
+  def init(self, rng: jax.Array) -> TrainState:
+    ids = jnp.zeros((1, self.length, self.num_subcodes), jnp.int32)
+    params = self.model.init({"params": rng}, self._inputs(ids),
+                             jnp.zeros((1,), jnp.int32))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=self.tx.init(params), ema_params=params,
+                      model_state={}, rng=rng)
+
+  def _inputs(self, ids):
+    return ids[:, :-1] if self.causal else ids
+
+  def frozen(self) -> Any:
+    return {} if self.tokens_dir else {"tokenizer": self.tokenizer.params}
+
+  # ---------------------------------------------------------------- data
+  def _loader(self, split: str, train: bool, batch_size: int):
+    d = self.config.data
+    if self.tokens_dir:
+      return token_pipeline.make_loader(self.tokens_dir, split, batch_size,
+                                        train, self.config.seed)
+    return pipeline.make_loader(
+        source=d.source, path=d.path, name=d.name, split=split,
+        image_size=d.image_size, global_batch_size=batch_size, train=train,
+        seed=self.config.seed, num_classes=d.num_classes,
+        worker_count=d.worker_count)
+
+  def train_loader(self):
+    return self._loader(self.config.data.train_split, True, self.config.batch_size)
+
+  def eval_batches(self, full: bool = True) -> Iterator[dict]:
+    loader = self._loader(self.config.data.eval_split, False,
+                          self.config.eval.batch_size)
+    limit = 0 if full and self.config.eval.full_at_end else self.config.eval.max_batches
+    for i, batch in enumerate(loader):
+      if 0 < limit <= i:
+        return
+      yield batch
+
+  def tokenize(self, frozen, batch, rng):
+    """A batch -> ids [B, L, n]; Bernoulli bits unless rng is None."""
+    if "probs" in batch:  # pre-tokenized: uint8 p * 255
+      probs = batch["probs"].astype(jnp.float32) / 255.0
+    else:
+      probs = frozen_tokenizer.probabilities(self.tokenizer.model,
+                                             frozen["tokenizer"], batch["image"])
+    return frozen_tokenizer.sample_subcodes(probs, self.num_subcodes, rng)
+
+  # ---------------------------------------------------------------- steps
+  def loss(self, params, ids, labels, rng, train: bool):
+    raise NotImplementedError
+
+  def train_step(self, state: TrainState, batch: dict, frozen: Any):
+    r_tok, r_loss = jax.random.split(state.step_rng())
+    ids = self.tokenize(frozen, batch,
+                        r_tok if self.config.tokenizer.bernoulli else None)
+    (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(
+        state.params, ids, batch["label"], r_loss, True)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = optim.ema_update(state.ema_params, params, state.step,
+                           self.config.ema.decay, self.config.ema.every)
+    metrics = {"loss": loss, "perplexity": jnp.exp(loss),
+               "grad_norm": optax.global_norm(grads),
+               "learning_rate": self.schedule(state.step), **aux}
+    return state.replace(step=state.step + 1, params=params,
+                         opt_state=opt_state, ema_params=ema), metrics
+
+  def _eval_step(self, params, batch, frozen):
+    ids = self.tokenize(frozen, batch, None)
+    mask = batch["mask"]
+    loss, aux = jax.vmap(
+        lambda i, l, r: self.loss(params, i[None], l[None], r, False),
+    )(ids, batch["label"], jax.random.split(jax.random.PRNGKey(0), ids.shape[0]))
+    sums = {"loss": jnp.sum(mask * loss), "count": jnp.sum(mask)}
+    sums.update({k: jnp.sum(mask * v) for k, v in aux.items()})
+    return sums
+
+  def evaluate(self, state, frozen, batches, mesh):
+    params = state.ema_params if self.config.eval.use_ema else state.params
+    step = jax.jit(self._eval_step)
+    total = None
+    for local in batches:
+      sums = step(params, sharding.global_batch(local, mesh), frozen)
+      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    total = jax.device_get(total)
+    count = float(total.pop("count"))
+    out = {k: float(v) / count for k, v in total.items()}
+    out["perplexity"] = float(np.exp(out["loss"]))
+    out["examples"] = count
+    return out, {}

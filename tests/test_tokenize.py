@@ -1,0 +1,85 @@
+"""Pre-tokenized datasets: `elm_jax.tokenize` output and its loader."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from config_loading import get_config
+from elm_jax import sharding, tokenize
+from elm_jax.data import token_pipeline
+from elm_jax.train import frozen_tokenizer, loop
+from elm_jax.train.ar import ARStage
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+  root = tmp_path_factory.mktemp("images")
+  rng = np.random.default_rng(0)
+  for c in ("a", "b"):
+    os.makedirs(root / "train" / c)
+    for i in range(3):
+      Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+          root / "train" / c / f"{i}.png")
+  return str(root)
+
+
+def test_tokenize_split_stores_quantised_probabilities(tmp_path, image_folder,
+                                                       tiny_tokenizer_dir):
+  tok = frozen_tokenizer.load(tiny_tokenizer_dir)
+  data = dict(source="folder", path=image_folder, name="", image_size=32,
+              num_classes=2)
+  n = tokenize.tokenize_split(tok, data, "train", str(tmp_path), 4, flips=True)
+  assert n == 6 and not os.path.exists(tmp_path / "train.partial")
+  probs = np.load(tmp_path / "train" / "probs.npy")
+  flipped = np.load(tmp_path / "train" / "probs_flipped.npy")
+  labels = np.load(tmp_path / "train" / "labels.npy")
+  assert probs.shape == (6, 16, 16, 8) and probs.dtype == np.uint8
+  assert labels.tolist() == [0, 0, 0, 1, 1, 1]
+  image = np.asarray(Image.open(os.path.join(image_folder, "train", "b", "1.png")))
+  direct = frozen_tokenizer.probabilities(tok.model, tok.params, image[None])
+  np.testing.assert_array_equal(probs[4], tokenize.quantize(direct)[0])
+  direct_flip = frozen_tokenizer.probabilities(tok.model, tok.params,
+                                               image[None, :, ::-1])
+  np.testing.assert_array_equal(flipped[4], tokenize.quantize(direct_flip)[0])
+  with pytest.raises(FileExistsError, match="exists"):
+    tokenize.tokenize_split(tok, data, "train", str(tmp_path), 4, flips=True)
+
+
+def test_generator_trains_from_tokens(tmp_path, image_folder, tiny_tokenizer_dir):
+  tok = frozen_tokenizer.load(tiny_tokenizer_dir)
+  data = dict(source="folder", path=image_folder, name="", image_size=32,
+              num_classes=2)
+  out = str(tmp_path / "tokens")
+  tokenize.tokenize_split(tok, data, "train", out, 4, flips=True)
+  with open(os.path.join(out, "meta.json"), "w") as f:
+    json.dump({"bits": 8, "grid_size": 16}, f)
+  loader = token_pipeline.make_loader(out, "train", 4, True, seed=0)
+  batch = next(iter(loader))
+  assert batch["probs"].shape == (4, 16, 16, 8) and batch["probs"].dtype == np.uint8
+
+  config = get_config("ar", "tiny,split=2-4")
+  config.tokenizer.checkpoint = tiny_tokenizer_dir
+  config.data.tokens = out
+  config.data.num_classes = 2
+  config.data.train_split = "train"
+  config.batch_size, config.total_steps = 4, 2
+  config.eval_every = 100
+  config.mesh = dict(data=1, fsdp=1, tensor=1)
+  stage = ARStage(config)
+  assert stage.frozen() == {}
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  with jax.set_mesh(mesh):
+    _, shardings, init = loop.sharded_state(stage, mesh, sharding.DEFAULT_RULES,
+                                            jax.random.PRNGKey(0))
+    state, m = loop.jit_train_step(stage, shardings)(
+        init(jax.random.PRNGKey(0)), sharding.global_batch(batch, mesh), {})
+  np.testing.assert_allclose(float(m["loss"]), np.log(16), rtol=1e-5)
+
+
+def test_missing_token_split_names_the_command(tmp_path):
+  with pytest.raises(FileNotFoundError, match="elm_jax.tokenize"):
+    token_pipeline.TokenSource(str(tmp_path), "train")
