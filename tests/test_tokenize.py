@@ -41,10 +41,14 @@ def test_tokenize_split_stores_quantised_probabilities(tmp_path, image_folder,
   assert labels.tolist() == [0, 0, 0, 1, 1, 1]
   image = np.asarray(Image.open(os.path.join(image_folder, "train", "b", "1.png")))
   direct = frozen_tokenizer.probabilities(tok.model, tok.params, image[None])
-  np.testing.assert_array_equal(probs[4], tokenize.quantize(direct)[0])
+  # jit and eager may round a probability to neighbouring uint8 levels.
+  np.testing.assert_allclose(probs[4].astype(int),
+                             np.asarray(tokenize.quantize(direct)[0]).astype(int), atol=1)
   direct_flip = frozen_tokenizer.probabilities(tok.model, tok.params,
                                                image[None, :, ::-1])
-  np.testing.assert_array_equal(flipped[4], tokenize.quantize(direct_flip)[0])
+  np.testing.assert_allclose(flipped[4].astype(int),
+                             np.asarray(tokenize.quantize(direct_flip)[0]).astype(int), atol=1)
+  assert not np.array_equal(probs[4], flipped[4])
   with pytest.raises(FileExistsError, match="exists"):
     tokenize.tokenize_split(tok, data, "train", str(tmp_path), 4, flips=True)
 

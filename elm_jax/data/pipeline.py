@@ -135,3 +135,22 @@ def num_examples(source: str, path: str, name: str, split: str) -> int:
   if source == "fashion_mnist":
     return sources.fashion_mnist_size(path, split)
   return len(sources.open_source(source, path, name, split))
+
+
+def loader_from_config(data, split: str, train: bool, global_batch_size: int,
+                       seed: int) -> grain.DataLoader:
+  """make_loader with the fields of a config's `data` block."""
+  return make_loader(source=data.source, path=data.path, name=data.name,
+                     split=split, image_size=data.image_size,
+                     global_batch_size=global_batch_size, train=train, seed=seed,
+                     num_classes=data.num_classes, worker_count=data.worker_count)
+
+
+def eval_pass(loader, eval_config, full: bool):
+  """Batches of one eval pass: all of them for the final evaluation (when
+  eval.full_at_end), else the first eval.max_batches (0 = all)."""
+  limit = 0 if full and eval_config.full_at_end else eval_config.max_batches
+  for i, batch in enumerate(loader):
+    if 0 < limit <= i:
+      return
+    yield batch

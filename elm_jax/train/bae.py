@@ -83,27 +83,16 @@ class TokenizerStage:
     return {"lpips": load_lpips_params(self.loss.lpips_weights or None)}
 
   # ---------------------------------------------------------------- data
-  def _loader(self, split: str, train: bool, batch_size: int):
-    d = self.config.data
-    return pipeline.make_loader(
-        source=d.source, path=d.path, name=d.name, split=split,
-        image_size=d.image_size, global_batch_size=batch_size, train=train,
-        seed=self.config.seed, num_classes=d.num_classes,
-        worker_count=d.worker_count)
-
   def train_loader(self):
-    return self._loader(self.config.data.train_split, True,
-                        self.config.batch_size)
+    return pipeline.loader_from_config(self.config.data,
+                                       self.config.data.train_split, True,
+                                       self.config.batch_size, self.config.seed)
 
   def eval_batches(self, full: bool = True) -> Iterator[dict]:
-    """The eval split; periodic evals stop after eval.max_batches (if > 0)."""
-    loader = self._loader(self.config.data.eval_split, False,
-                          self.config.eval.batch_size)
-    limit = 0 if full and self.config.eval.full_at_end else self.config.eval.max_batches
-    for i, batch in enumerate(loader):
-      if 0 < limit <= i:
-        return
-      yield batch
+    loader = pipeline.loader_from_config(
+        self.config.data, self.config.data.eval_split, False,
+        self.config.eval.batch_size, self.config.seed)
+    return pipeline.eval_pass(loader, self.config.eval, full)
 
   # ---------------------------------------------------------------- losses
   def _recon_loss(self, images, x_hat, frozen):

@@ -80,15 +80,11 @@ class GeneratorStage:
 
   # ---------------------------------------------------------------- data
   def _loader(self, split: str, train: bool, batch_size: int):
-    d = self.config.data
     if self.tokens_dir:
       return token_pipeline.make_loader(self.tokens_dir, split, batch_size,
                                         train, self.config.seed)
-    return pipeline.make_loader(
-        source=d.source, path=d.path, name=d.name, split=split,
-        image_size=d.image_size, global_batch_size=batch_size, train=train,
-        seed=self.config.seed, num_classes=d.num_classes,
-        worker_count=d.worker_count)
+    return pipeline.loader_from_config(self.config.data, split, train,
+                                       batch_size, self.config.seed)
 
   def train_loader(self):
     return self._loader(self.config.data.train_split, True, self.config.batch_size)
@@ -96,11 +92,7 @@ class GeneratorStage:
   def eval_batches(self, full: bool = True) -> Iterator[dict]:
     loader = self._loader(self.config.data.eval_split, False,
                           self.config.eval.batch_size)
-    limit = 0 if full and self.config.eval.full_at_end else self.config.eval.max_batches
-    for i, batch in enumerate(loader):
-      if 0 < limit <= i:
-        return
-      yield batch
+    return pipeline.eval_pass(loader, self.config.eval, full)
 
   def tokenize(self, frozen, batch, rng):
     """A batch -> ids [B, L, n]; Bernoulli bits unless rng is None."""
@@ -126,7 +118,7 @@ class GeneratorStage:
     ema = optim.ema_update(state.ema_params, params, state.step,
                            self.config.ema.decay, self.config.ema.every)
     metrics = {"loss": loss, "perplexity": jnp.exp(loss),
-               "grad_norm": optax.global_norm(grads),
+               "grad_norm": optax.tree.norm(grads),
                "learning_rate": self.schedule(state.step), **aux}
     return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state, ema_params=ema), metrics

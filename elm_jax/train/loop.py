@@ -7,6 +7,7 @@ arrays the step reads but never updates and that are not checkpointed
 (LPIPS weights, a frozen tokenizer).
 """
 
+import json
 import os
 import time
 from typing import Any, Iterator, Protocol
@@ -50,7 +51,6 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _config_dict(config: ml_collections.ConfigDict) -> dict:
-  import json
   return json.loads(config.to_json_best_effort())
 
 
