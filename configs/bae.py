@@ -63,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.eval = dict(batch_size=256, max_batches=0, full_at_end=True, use_ema=True)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  c.jax_disable_most_optimizations = bool(a.tiny)  # tiny: compile time dominates
 
   if a.imagenet:
     c.loss.update(gan_weight=0.8, disc_start=30001)

@@ -129,6 +129,7 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.eval = dict(batch_size=256, max_batches=20, full_at_end=False, use_ema=True)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  c.jax_disable_most_optimizations = bool(a.tiny)  # tiny: compile time dominates
   if a.imagenet:
     c.model.update(dtype="bfloat16", scan_layers=True)
   elif a.tiny:

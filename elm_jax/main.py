@@ -40,6 +40,9 @@ def main(argv):
     logging.error("%s", e)
     sys.exit(f"Invalid config: {e}")
   import jax  # after flag parsing: platform flags are honoured.
+  if config.get("jax_disable_most_optimizations", False):
+    # tiny configs: compile time dominates a few-step run.
+    jax.config.update("jax_disable_most_optimizations", True)
   from elm_jax.train import loop
   logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
                jax.default_backend(), jax.device_count(), jax.process_index(),

@@ -75,8 +75,11 @@ def sharded_state(stage: Stage, mesh, rules, rng):
   """(unboxed abstract state, its shardings, jitted init) from logical names."""
   abstract = jax.eval_shape(stage.init, rng)
   state_sharding = sharding.tree_shardings(abstract, mesh, rules)
+  # Runs once: XLA's optimisation passes would cost more than they save.
   init = jax.jit(lambda r: sharding.unbox(stage.init(r)),
-                 out_shardings=state_sharding)
+                 out_shardings=state_sharding,
+                 compiler_options={"xla_backend_optimization_level": 0,
+                                   "xla_llvm_disable_expensive_passes": True})
   return sharding.unbox(abstract), state_sharding, init
 
 
