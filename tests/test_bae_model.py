@@ -52,7 +52,7 @@ def test_imagenet_bae_parameter_count():
 
 @pytest.mark.parametrize("arg,size,grid,bits", [("imagenet", 256, 16, 16),
                                                 ("imagenet,bits=24", 256, 16, 24),
-                                                ("fmnist", 32, 8, 16)])
+                                                ("fmnist", 32, 16, 16)])
 def test_encode_decode_shapes(arg, size, grid, bits):
   model = build_autoencoder(get_config("bae", arg).model)
   params = abstract_params(model, size)

