@@ -24,10 +24,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from elm_jax.models import DTYPES  # noqa: E402
 from elm_jax.models.transformer import SIZES, Transformer, next_token_loss  # noqa: E402
 from elm_jax.train import optim  # noqa: E402
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def matmul_peak(dtype, repeats=5) -> float:

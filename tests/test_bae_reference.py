@@ -46,7 +46,7 @@ def test_params_fit_model(reference):
 def test_matches_pytorch(reference):
   model, params, inputs, out, _ = reference
   images = jnp.asarray(nchw(inputs["images"]))
-  q, _ = model.apply({"params": params}, images, method=model.encode), None
+  q = model.apply({"params": params}, images, method=model.encode)
   enc = model.apply({"params": params}, images,
                     method=lambda m, x: m.encoder(x))
   np.testing.assert_allclose(enc, nchw(out["enc_out"]), atol=1e-4)

@@ -13,12 +13,11 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from elm_jax.models import quantizers
+from elm_jax.models import quantizers, resolve_dtypes
 from elm_jax.models.conv_blocks import (AttnBlock, Downsample, ResBlock,
                                         Upsample, conv, group_norm)
 
 Dtype = Any
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class Encoder(nn.Module):
@@ -158,8 +157,7 @@ class Autoencoder(nn.Module):
 
 def build_autoencoder(model_config: Mapping[str, Any]) -> Autoencoder:
   """An Autoencoder from the `model` block of a config (dtype given by name)."""
-  kw = dict(model_config)
-  kw["dtype"] = DTYPES[kw.get("dtype", "float32")]
+  kw = resolve_dtypes(dict(model_config))
   kw["ch_mult"] = tuple(kw["ch_mult"])
   kw["attn_resolutions"] = tuple(kw["attn_resolutions"])
   return Autoencoder(**kw)

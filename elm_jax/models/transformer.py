@@ -34,11 +34,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from elm_jax.models import resolve_dtypes
 from elm_jax.models.rope import apply_rope, rope_2d_table
 from elm_jax.tokens import check_split
 
 Dtype = Any
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 ACTIVATION_AXES = ("batch", "seq", "embed")
 
 REMAT_POLICIES = {
@@ -408,8 +408,4 @@ def next_token_loss(model: "Transformer", params, ids, labels, rng,
 
 def build_transformer(model_config: Mapping[str, Any]) -> Transformer:
   """A Transformer from the `model` block of a config (dtypes given by name)."""
-  kw = dict(model_config)
-  for key in ("dtype", "param_dtype"):
-    if isinstance(kw.get(key), str):
-      kw[key] = DTYPES[kw[key]]
-  return Transformer(**kw)
+  return Transformer(**resolve_dtypes(dict(model_config)))
