@@ -123,3 +123,19 @@ def bae_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
                      f"use: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
                      " (check nf, ch_mult, num_res_blocks, attn_resolutions).")
   return {"encoder": enc, "decoder": dec, "quantize": quantize}
+
+
+def torch_sources(state_dict: Mapping[str, np.ndarray], **arch) -> dict:
+  """{flax leaf path (jax keystr): the PyTorch key it is read from}.
+
+  Runs the mapping on zero-copy stand-ins whose every element is the key's
+  index, so the answer follows the mapping itself (no second table to keep
+  in step); used to name the PyTorch key of a mis-shaped leaf.
+  """
+  import jax  # local: the mapping above needs only NumPy
+  keys = sorted(state_dict)
+  tags = {k: np.broadcast_to(np.float32(i), np.shape(state_dict[k]))
+          for i, k in enumerate(keys)}
+  params = bae_params_from_torch(tags, **arch)
+  return {jax.tree_util.keystr(path): keys[int(np.asarray(leaf).flat[0])]
+          for path, leaf in jax.tree_util.tree_leaves_with_path(params)}

@@ -1,0 +1,389 @@
+"""Released PyTorch checkpoints -> elm_jax workdirs: `python -m elm_jax.convert`.
+
+  python -m elm_jax.convert --from=elm-bae --src=binaryae_ema.th --out=workdirs/bae20
+  python -m elm_jax.convert --from=elm-ar --src=ELM-L-2-10.pth \
+      --tokenizer=workdirs/bae20 --out=workdirs/elm_L
+  python -m elm_jax.convert --from=elm-mlm --src=MLM-1-16.pth \
+      --tokenizer=workdirs/bae16 --out=workdirs/mlm_L
+  python -m elm_jax.convert --from=llamagen-gpt --src=c2i_L_256.pt --out=workdirs/llamagen_L
+
+--src: .pt/.pth/.th (needs torch) or .npz of the state dict. --out becomes a
+workdir like a training run's: an orbax checkpoint (elm_jax.checkpointing:
+state = TrainState with params == ema_params == the imported weights, a fresh
+optimizer state, step --step; config = the stage's full config) that
+`elm_jax.main` resumes and the loaders read. Without --config the stage's
+ImageNet config is used, with the size and split read off the file; with
+--config (and --config.x=y overrides) the file is checked against it. The
+checkpoint is written beside --out first and moved in by rename; an existing
+checkpoint is kept unless --overwrite.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+from elm_jax import configs_lib
+from elm_jax.weights import architecture, state_dict_io, torch_llamagen
+
+KINDS = ("elm-bae", "elm-ar", "elm-mlm", "llamagen-gpt")
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "configs")
+_USAGE = ("usage: python -m elm_jax.convert --from={" + "|".join(KINDS) + "} "
+          "--src=FILE --out=DIR [--config=configs/...py:args] "
+          "[--tokenizer=BAE_WORKDIR] [--step=N] [--overwrite]")
+
+
+# Compiled once and run once: optimisation passes would cost more than they save.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0,
+                 "xla_llvm_disable_expensive_passes": True}
+
+
+def _fast_jit(fn):
+  import jax
+  return jax.jit(fn, compiler_options=_FAST_COMPILE)
+
+
+class ConversionError(Exception):
+  """A problem with the input or the flags; the message says how to fix it."""
+
+
+# ------------------------------------------------------------------ config
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """"configs/ar.py:size=L,split=2-10" (relative to the repository) -> config."""
+  path, _, arg = spec.partition(":")
+  full = path if os.path.isabs(path) else os.path.join(CONFIGS, "..", path)
+  if not os.path.isfile(full):
+    raise ConversionError(f"{full} not found; pass --config=PATH[:args].")
+  module_spec = importlib.util.spec_from_file_location("convert_config", full)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def default_config_spec(kind: str, facts: dict) -> str:
+  """The --config a released file of this kind uses, from its shapes."""
+  if kind == "elm-bae":
+    return f"configs/bae.py:imagenet,bits={facts['bits'].value}"
+  n, k = facts["split"].value
+  if kind == "llamagen-gpt":
+    return f"configs/ar.py:imagenet,size=B,split={n}-{k}"
+  from elm_jax.models.transformer import SIZES
+  size = architecture.match_size(SIZES, facts)
+  if size is None:
+    raise ConversionError(
+        f"No size in configs ({', '.join(f'{s}={v[:2]}' for s, v in SIZES.items())}"
+        f") has {facts['num_layers'].value} layers of width "
+        f"{facts['dim'].value}; pass --config=configs/{kind[4:]}.py:split={n}-{k} "
+        "with --config.model.num_layers, dim, num_heads, head_dim.")
+  return f"configs/{kind[4:]}.py:imagenet,size={size},split={n}-{k}"
+
+
+def _llamagen_defaults(config, facts, grid: int) -> None:
+  name = architecture.match_size(torch_llamagen.LLAMAGEN_SIZES, facts)
+  if name is None:
+    raise ConversionError(
+        f"No LlamaGen size has {facts['num_layers'].value} layers of width "
+        f"{facts['dim'].value} ({torch_llamagen.LLAMAGEN_SIZES}); pass --config="
+        "configs/ar.py:split=1-K with --config.model.num_layers, dim, "
+        "num_heads, head_dim.")
+  layers, dim, heads = torch_llamagen.LLAMAGEN_SIZES[name]
+  config.model.update(num_layers=layers, dim=dim, num_heads=heads,
+                      head_dim=dim // heads)
+  config.data.image_size = 16 * grid  # LlamaGen's VQGAN downsamples 16x
+  print(f"LlamaGen size: {name}")
+
+
+# ------------------------------------------------------------------- state
+
+
+def _check_shapes(expected: Any, params: Any, sources: dict) -> None:
+  import jax
+  want = {jax.tree_util.keystr(p): tuple(v.shape)
+          for p, v in jax.tree_util.tree_leaves_with_path(expected)}
+  bad = [f"PyTorch {sources.get(k, '?')!r} gives {tuple(np.shape(v))} for "
+         f"{k}, the model expects {want[k]}"
+         for p, v in jax.tree_util.tree_leaves_with_path(params)
+         if (k := jax.tree_util.keystr(p)) in want
+         and tuple(np.shape(v)) != want[k]]
+  if bad:
+    raise ValueError("Mis-shaped tensors (check the architecture flags): "
+                     + "; ".join(bad[:8]))
+
+
+def _same_tree(abstract: Any, state: Any) -> None:
+  """The converted state must be exactly what the stage would initialise."""
+  import jax
+  from elm_jax.weights.tree_check import check_against
+  if jax.tree.structure(abstract) != jax.tree.structure(state):
+    raise RuntimeError("Internal error: the converted TrainState does not have "
+                       "the stage's tree structure.")
+  check_against(abstract, state, "converted state")
+  for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(state)):
+    if a.dtype != s.dtype:
+      raise RuntimeError(f"Internal error: dtype {s.dtype} where the stage "
+                         f"has {a.dtype}.")
+
+
+def bae_state(sd: dict, config, step: int):
+  """(TrainState, stage) of a tokenizer run holding the imported autoencoder."""
+  import jax
+  import jax.numpy as jnp
+  from elm_jax import sharding
+  from elm_jax.train.bae import TokenizerStage
+  from elm_jax.train.state import TrainState
+  from elm_jax.weights import torch_bae
+  arch = dict(config.model)
+  stage = TokenizerStage(config)
+  rng = jax.random.PRNGKey(config.seed)
+  abstract = sharding.unbox(jax.eval_shape(stage.init, rng))
+  params = torch_bae.bae_params_from_torch(sd, **arch)
+  _check_shapes(abstract.ema_params, params, torch_bae.torch_sources(sd, **arch))
+  ae = jax.tree.map(jnp.asarray, params)
+  # As TokenizerStage.init, without compiling the autoencoder's forward; the
+  # discriminator (not in ELM's release) starts fresh, as in training.
+  r_disc = jax.random.split(rng, 3)[2]
+  params, model_state = {"ae": ae}, {}
+  opt_state = {"ae": _fast_jit(stage.tx_ae.init)(ae)}
+  if "disc" in abstract.params:
+    size = config.data.image_size
+    disc = _fast_jit(lambda r: stage.disc.init(
+        r, jnp.zeros((1, size, size, 3)), train=False))(r_disc)
+    params["disc"], model_state["disc"] = disc["params"], disc["batch_stats"]
+    opt_state["disc"] = _fast_jit(stage.tx_disc.init)(disc["params"])
+  state = TrainState(step=jnp.asarray(step, jnp.int32), params=params,
+                     opt_state=opt_state, ema_params=ae,
+                     model_state=model_state, rng=rng)
+  _same_tree(abstract, state)
+  return state, stage
+
+
+def generator_state(kind: str, sd: dict, config, facts: dict, grid_size: int,
+                    step: int):
+  """(TrainState, stage or None) of an AR / MLM run holding the imported model."""
+  import jax
+  import jax.numpy as jnp
+  from elm_jax import sharding
+  from elm_jax.models.transformer import build_transformer
+  from elm_jax.train import optim
+  from elm_jax.train.state import TrainState
+  from elm_jax.weights.torch_transformer import transformer_params_from_torch
+
+  stage, abstract = None, None
+  rng = jax.random.PRNGKey(config.seed)
+  if config.tokenizer.checkpoint:
+    if kind == "elm-mlm":
+      from elm_jax.train.mlm import MLMStage as Stage
+    else:
+      from elm_jax.train.ar import ARStage as Stage
+    stage = Stage(config)  # checks bits (n*k = K) and image size
+    model, tx = stage.model, stage.tx
+    architecture.check_grid(facts, stage.tokenizer.grid_size,
+                            f"the tokenizer {config.tokenizer.checkpoint} makes")
+    abstract = sharding.unbox(jax.eval_shape(stage.init, rng))
+  else:  # llamagen-gpt without a BAE: bits and grid go into the config.
+    n, k = facts["split"].value
+    with config.unlocked():
+      config.model.bits, config.model.grid_size = n * k, grid_size
+    model = build_transformer({**config.model, "causal": True})
+    tx = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
+  if "freqs_cis" in sd:
+    torch_llamagen.check_freqs_cis(sd.pop("freqs_cis"), model.head_dim,
+                                   model.rope_base)
+  model_kw = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+              if f.name not in ("parent", "name")}
+  params = jax.tree.map(jnp.asarray, transformer_params_from_torch(sd, **model_kw))
+  state = TrainState(step=jnp.asarray(step, jnp.int32), params=params,
+                     opt_state=_fast_jit(tx.init)(params), ema_params=params,
+                     model_state={}, rng=rng)
+  if abstract is not None:
+    _same_tree(abstract, state)
+  return state, stage
+
+
+# -------------------------------------------------------------------- disk
+
+
+def _has_checkpoint(workdir: str) -> bool:
+  from elm_jax.checkpointing import CHECKPOINT_DIR
+  d = os.path.join(workdir, CHECKPOINT_DIR)
+  return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
+
+
+def _fresh_iterator(stage):
+  """The training data iterator before its first batch, or None (with why)."""
+  if stage is None:
+    return None
+  try:
+    return iter(stage.train_loader())
+  except Exception as e:  # data absent here: say so, save without it.
+    print(f"WARNING: no data-iterator state saved ({type(e).__name__}: {e}). "
+          "Sampling and loading work; for `elm_jax.main` to resume training "
+          "from this workdir, convert where config.data can be opened.",
+          file=sys.stderr)
+    return None
+
+
+def write_workdir(out: str, step: int, state, data_iter, config,
+                  provenance: dict, overwrite: bool) -> str:
+  """Saves the checkpoint under a temporary name, then renames it into `out`."""
+  from elm_jax import checkpointing
+  os.makedirs(out, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".convert-", dir=out)
+  try:
+    ckpt = checkpointing.Checkpointer(tmp, asynchronous=False)
+    ckpt.save(step, state, data_iter,
+              json.loads(config.to_json_best_effort()))
+    ckpt.close()
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  final = os.path.join(out, checkpointing.CHECKPOINT_DIR)
+  aside = os.path.join(tmp, "replaced")
+  if os.path.exists(final):
+    if _has_checkpoint(out) and not overwrite:  # appeared meanwhile
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise ConversionError(f"{final} holds a checkpoint; pass --overwrite.")
+    os.replace(final, aside)
+  try:
+    os.replace(os.path.join(tmp, checkpointing.CHECKPOINT_DIR), final)
+  except BaseException:
+    if os.path.exists(aside):
+      os.replace(aside, final)
+    raise
+  info = os.path.join(out, "converted_from.json")
+  with open(info + ".tmp", "w") as f:
+    json.dump(provenance, f, indent=1)
+  os.replace(info + ".tmp", info)
+  shutil.rmtree(tmp, ignore_errors=True)
+  return final
+
+
+# --------------------------------------------------------------------- cli
+
+
+def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
+            step: int = 0, overwrite: bool = False, prefer_ema: bool = True,
+            allow_pickle: bool = False, grid_size: int = 0) -> str:
+  """Converts `src` into the workdir `out`; returns its checkpoint directory."""
+  if kind not in KINDS:
+    raise ConversionError(f"--from={kind!r}: expected one of {KINDS}.")
+  if step < 0:
+    raise ConversionError(f"--step={step} must be >= 0.")
+  if _has_checkpoint(out) and not overwrite:
+    raise ConversionError(f"--out={out} already holds a checkpoint; pass "
+                          "--overwrite to replace it, or choose another --out.")
+  if tokenizer and kind == "elm-bae":
+    raise ConversionError("--tokenizer is for generators, not --from=elm-bae.")
+  sd, notes = state_dict_io.read_state_dict(src, prefer_ema, allow_pickle)
+  if kind == "llamagen-gpt":
+    sd, more = torch_llamagen.to_elm_keys(sd)
+    notes += more
+  for note in notes:
+    print(f"{src}: {note}")
+  facts = (architecture.infer_bae(sd) if kind == "elm-bae" else
+           architecture.infer_transformer(sd, causal=kind != "elm-mlm"))
+  spec = "--config"
+  if config is None:
+    spec = default_config_spec(kind, facts)
+    config = load_config(spec)
+    print(f"config: {spec}")
+  grid = grid_size or getattr(facts.get("grid_size"), "value", 16)
+  if kind == "llamagen-gpt" and spec != "--config":
+    _llamagen_defaults(config, facts, grid)
+  if kind != "elm-bae":
+    if tokenizer:
+      config.tokenizer.checkpoint = os.path.abspath(tokenizer)
+    if kind != "llamagen-gpt" and not config.tokenizer.checkpoint:
+      raise ConversionError(
+          f"--from={kind} needs --tokenizer=BAE_WORKDIR (a configs/bae.py run "
+          "or a converted ELM BAE): it fixes the bits and the grid.")
+    if grid_size and config.tokenizer.checkpoint:
+      raise ConversionError("--grid_size is for llamagen-gpt without "
+                            "--tokenizer; the tokenizer fixes the grid.")
+  check = config
+  if kind == "llamagen-gpt" and not config.tokenizer.checkpoint:
+    check = ml_collections.ConfigDict(config.to_dict())  # no BAE to name
+    check.tokenizer.checkpoint = "(none: LlamaGen's VQ tokenizer)"
+  configs_lib.validate(check)
+  config_flag = spec.partition(":")[0] if spec != "--config" else "--config=FILE"
+  if kind == "elm-bae":
+    architecture.check_bae(facts, config.model)
+    state, stage = bae_state(sd, config, step)
+  else:
+    architecture.check_transformer(facts, config, config_flag)
+    state, stage = generator_state(kind, sd, config, facts, grid, step)
+  provenance = dict(src=os.path.abspath(src), kind=kind, step=step,
+                    config=spec, notes=notes, bytes=os.path.getsize(src))
+  final = write_workdir(out, step, state, _fresh_iterator(stage), config,
+                        provenance, overwrite)
+  import jax
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.ema_params))
+  print(f"wrote {final}/{step}: {count:,} parameters ({kind})")
+  return final
+
+
+def _define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> dict:
+  d = dict(flag_values=fv)
+  return dict(
+      kind=flags.DEFINE_enum("from", None, KINDS, "What --src holds.", **d),
+      src=flags.DEFINE_string("src", None, ".pt/.pth/.th or .npz state dict.", **d),
+      out=flags.DEFINE_string("out", None, "The workdir to create.", **d),
+      config=config_flags.DEFINE_config_file(
+          "config", None, "Config (default: the stage's ImageNet config with "
+          "the file's size and split).", lock_config=True, sys_argv=list(argv),
+          **d),
+      tokenizer=flags.DEFINE_string(
+          "tokenizer", "", "elm-ar / elm-mlm: the BAE workdir the model's "
+          "tokens come from (fills config.tokenizer.checkpoint).", **d),
+      step=flags.DEFINE_integer("step", 0, "Train step to record.", **d),
+      overwrite=flags.DEFINE_boolean("overwrite", False,
+                                     "Replace a checkpoint in --out.", **d),
+      prefer_ema=flags.DEFINE_boolean(
+          "ema", True, "Take the EMA weights when the file holds both.", **d),
+      allow_pickle=flags.DEFINE_boolean(
+          "allow_pickle", False, "Unpickle Python objects in a .pt (runs code "
+          "from the file: only for trusted files).", **d),
+      grid_size=flags.DEFINE_integer(
+          "grid_size", 0, "llamagen-gpt without --tokenizer: token grid side "
+          "(16 for 256x256 models, 24 for 384x384; default: from freqs_cis, "
+          "else 16).", **d),
+  )
+
+
+def cli(argv: Sequence[str]) -> int:
+  """Runs the command line `argv` (argv[0] is the program); returns the exit code."""
+  fv = flags.FlagValues()
+  holders = _define_flags(fv, argv)
+  try:
+    fv(list(argv))
+    for name in ("from", "src", "out"):
+      if fv[name].value is None:
+        raise flags.Error(f"--{name} is required.")
+  except flags.Error as e:
+    print(f"convert: {e}\n{_USAGE}", file=sys.stderr)
+    return 2
+  args = {k: h.value for k, h in holders.items()}
+  try:
+    convert(args.pop("kind"), args.pop("src"), args.pop("out"), **args)
+  except (ConversionError, configs_lib.ConfigError, FileNotFoundError,
+          ImportError, KeyError, ValueError) as e:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"convert: error: {msg}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(cli(sys.argv))
