@@ -13,6 +13,7 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from absl import logging
 
 CHECKPOINT_DIR = "checkpoints"
@@ -49,8 +50,10 @@ class Checkpointer:
     """Restores `state` (and the iterator in place) from checkpoint `step`.
 
     abstract_state: ShapeDtypeStructs with shardings to restore into; None
-    gives the arrays as saved, on one device.
+    gives the arrays as saved, on this process's first device.
     """
+    if abstract_state is None:
+      abstract_state = self._on_local_device(step)
     items = dict(state=ocp.args.StandardRestore(abstract_state))
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -64,6 +67,20 @@ class Checkpointer:
           f"that directory aside to resume from an earlier step {others}, or "
           "start with a new --workdir.") from e
     return restored.state
+
+  def _on_local_device(self, step: int) -> Any:
+    """The saved state's shapes on jax.local_devices()[0]. Without a target,
+    orbax would reuse the saved device (cpu:0), which other processes of a
+    multi-process run do not have."""
+    path = epath.Path(self.directory) / str(step) / "state"
+    try:
+      saved = ocp.StandardCheckpointHandler().metadata(path).tree
+    except Exception:  # pylint: disable=broad-except
+      return None  # restore reports the broken checkpoint by name.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device)
+        if hasattr(m, "shape") and hasattr(m, "dtype") else m, saved)
 
   def restore_config(self, step: int | None = None) -> dict:
     step = self.latest_step() if step is None else step

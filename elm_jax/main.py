@@ -9,12 +9,19 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from elm_jax import configs_lib
+from elm_jax import configs_lib, distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/bae.py:tiny.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, summaries.")
 flags.mark_flags_as_required(["config", "workdir"])
+# Multi-process runs: all three, or none to detect SLURM / TPU (distributed.py).
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "HOST:PORT of process 0's coordinator.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process, 0..N-1.")
+_LOCAL_DEVICES = flags.DEFINE_string(
+    "local_device_ids", "", "Comma-separated local devices of this process.")
 
 
 def make_stage(config):
@@ -39,6 +46,12 @@ def main(argv):
   except configs_lib.ConfigError as e:
     logging.error("%s", e)
     sys.exit(f"Invalid config: {e}")
+  try:  # before any other jax use
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value,
+                           distributed.parse_device_ids(_LOCAL_DEVICES.value))
+  except ValueError as e:
+    sys.exit(str(e))
   import jax  # after flag parsing: platform flags are honoured.
   if config.get("jax_disable_most_optimizations", False):
     # tiny configs: compile time dominates a few-step run.

@@ -169,15 +169,18 @@ def test_train_sharding_and_batch_division():
     padded = transforms.gray_to_rgb_sized(img, 32)
     index_of.setdefault(padded.tobytes(), set()).add(i)
     index_of.setdefault(padded[:, ::-1].tobytes(), set()).add(i)
+  whole = next(iter(pipeline.make_loader("fashion_mnist", "", "", "test", 32, 16, True, 0, 10)))
   for shard_index in (0, 1):
     opts = grain.sharding.ShardOptions(shard_index, 2)
     loader = pipeline.make_loader("fashion_mnist", "", "", "test", 32, 16, True, 0, 10,
                                   shard_options=opts)
     batch = next(iter(loader))
     assert batch["image"].shape == (8, 32, 32, 3)  # 16 / 2 processes.
-    lo, hi = 5000 * shard_index, 5000 * (shard_index + 1)  # Contiguous per-process shards.
+    # Each process holds its slice of the one-process global batch (global_batches.py).
+    rows = slice(8 * shard_index, 8 * (shard_index + 1))
+    np.testing.assert_array_equal(batch["image"], whole["image"][rows])
     for img in batch["image"]:
-      assert any(lo <= i < hi for i in index_of[img.tobytes()])
+      assert index_of[img.tobytes()]
   with pytest.raises(ValueError, match="process_count"):
     pipeline.make_loader("fashion_mnist", "", "", "test", 32, 10, True, 0, 10,
                          shard_options=grain.sharding.ShardOptions(0, 4))

@@ -1,7 +1,8 @@
 """grain input pipelines: `make_loader` and `num_examples`.
 
 Train: seeded global shuffle (grain IndexSampler, reshuffled every epoch), infinite repeat,
-  per-process shard of the records, random augmentation from grain's per-record rng
+  each process reading its slice of every global batch (the same global batches for any process
+  count: global_batches.py), random augmentation from grain's per-record rng
   (Philox(seed + sampler index)), so a restored iterator state replays the exact same batches.
 Eval: one pass. The split is padded up to a multiple of global_batch_size * max(worker_count, 1)
   with copies of record 0 marked mask=0 (never decoded), then split into equal contiguous
@@ -19,6 +20,7 @@ import math
 import grain
 import numpy as np
 
+from elm_jax.data import global_batches
 from elm_jax.data import sources
 from elm_jax.data import transforms
 
@@ -112,11 +114,17 @@ def make_loader(
   ops += [transforms.FinalizeRecord(),
           grain.transforms.Batch(batch_size=batch_size, drop_remainder=train)]
 
+  loader_shard = shard
   if train:
     if len(src) < shard.shard_count:
       raise ValueError(f"{src!r} has fewer records than the {shard.shard_count} processes.")
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(src), shard_options=shard, shuffle=True, num_epochs=None, seed=seed)
+    # Each process reads its slice of every global batch of one global stream, so the global
+    # batches do not depend on the process count (global_batches.py).
+    sampler = global_batches.ProcessSliceSampler(
+        grain.samplers.IndexSampler(num_records=len(src), shuffle=True, num_epochs=None,
+                                    seed=seed),
+        global_batch_size, shard.shard_index, shard.shard_count, worker_count)
+    loader_shard = grain.sharding.NoSharding()
   else:
     # Each grain worker batches every worker_count-th record of its process's shard, so pad to
     # whole batches per worker: every batch is full and every process yields the same count.
@@ -126,7 +134,7 @@ def make_loader(
     sampler = grain.samplers.IndexSampler(
         num_records=padded, shard_options=shard, shuffle=False, num_epochs=1, seed=seed)
   return grain.DataLoader(data_source=src, sampler=sampler, operations=ops,
-                          worker_count=worker_count, shard_options=shard,
+                          worker_count=worker_count, shard_options=loader_shard,
                           read_options=_READ_OPTIONS)
 
 

@@ -14,6 +14,8 @@ import os
 import grain
 import numpy as np
 
+from elm_jax.data import global_batches
+
 
 class TokenSource:
   """Memory-mapped probs (and flipped probs) of one split."""
@@ -80,10 +82,14 @@ def make_loader(root: str, split: str, global_batch_size: int, train: bool,
                      f"of the {shard.shard_count} processes.")
   batch = global_batch_size // shard.shard_count
   src = TokenSource(root, split)
-  if train:
+  loader_shard = shard
+  if train:  # each process reads its slice of each global batch (global_batches.py)
     ops = [_PickOrientation()]
-    sampler = grain.samplers.IndexSampler(len(src), shard_options=shard,
-                                          shuffle=True, num_epochs=None, seed=seed)
+    sampler = global_batches.ProcessSliceSampler(
+        grain.samplers.IndexSampler(len(src), shuffle=True, num_epochs=None,
+                                    seed=seed),
+        global_batch_size, shard.shard_index, shard.shard_count)
+    loader_shard = grain.sharding.NoSharding()
   else:
     ops = [_DropFlipped()]
     src = _Pad(src, math.ceil(len(src) / global_batch_size) * global_batch_size)
@@ -91,4 +97,4 @@ def make_loader(root: str, split: str, global_batch_size: int, train: bool,
                                           shuffle=False, num_epochs=1, seed=seed)
   ops.append(grain.transforms.Batch(batch_size=batch, drop_remainder=train))
   return grain.DataLoader(data_source=src, sampler=sampler, operations=ops,
-                          shard_options=shard)
+                          shard_options=loader_shard)

@@ -120,7 +120,8 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
 
 def _train(config, stage, mesh, state, state_sharding, start, data_iter, ckpt,
            writer) -> TrainState:
-  frozen = jax.device_put(stage.frozen(), sharding.replicated(mesh))
+  # Through host memory: a process cannot send its device arrays to another's.
+  frozen = jax.device_put(jax.device_get(stage.frozen()), sharding.replicated(mesh))
   step_fn = jit_train_step(stage, state_sharding)
   total = config.total_steps
   report = metrics.ReportProgress(num_train_steps=total, writer=writer,
