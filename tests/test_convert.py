@@ -1,0 +1,529 @@
+"""`python -m elm_jax.convert`: the reference vectors through the command line
+and back out of the written checkpoint, other sizes and splits, LlamaGen's GPT
+against an independent NumPy forward, .pt input, resuming training, errors."""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from elm_jax import checkpointing, convert
+from elm_jax.models.transformer import build_transformer
+from elm_jax.train import frozen_tokenizer
+from test_main_bae import env
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+REF = ROOT / "tests" / "reference"
+ATOL = 1e-4
+
+
+def cli(*args) -> int:
+  return convert.cli(["convert", *map(str, args)])
+
+
+def ok(*args) -> None:
+  assert cli(*args) == 0
+
+
+def cfg(spec: str) -> str:
+  return f"--config={ROOT}/configs/{spec}"
+
+
+def restore(workdir):
+  ckpt = checkpointing.Checkpointer(str(workdir))
+  step = ckpt.latest_step()
+  state, config = ckpt.restore(step), ckpt.restore_config(step)
+  ckpt.close()
+  return step, state, config
+
+
+def nhwc(x):
+  return np.transpose(x, (0, 2, 3, 1))
+
+
+def leaves(tree) -> list[np.ndarray]:
+  import jax
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def same_values(sd: dict, tree, skip=()) -> None:
+  """Every tensor of `sd` (but `skip`) lands in `tree` once: equal sorted values."""
+  a = np.sort(np.concatenate([np.ravel(v) for k, v in sd.items()
+                              if not k.startswith(tuple(skip))]))
+  b = np.sort(np.concatenate([np.ravel(x) for x in leaves(tree)]))
+  np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------- ELM's BAE layout
+
+
+def elm_bae_state_dict(seed, *, nf, ch_mult, res_blocks, attn_levels, emb_dim,
+                       bits) -> dict:
+  """Random weights under the keys and shapes of ELM's bae/binaryae.py."""
+  rng = np.random.default_rng(seed)
+  sd = {}
+
+  def conv(key, cin, cout, k):
+    sd[key + "weight"] = rng.normal(0, 0.05, (cout, cin, k, k)).astype(np.float32)
+    sd[key + "bias"] = rng.normal(0, 0.05, (cout,)).astype(np.float32)
+
+  def norm(key, c):
+    sd[key + "weight"] = (1 + rng.normal(0, 0.1, (c,))).astype(np.float32)
+    sd[key + "bias"] = rng.normal(0, 0.1, (c,)).astype(np.float32)
+
+  def res(key, cin, cout):  # conv_out exists even when unused (cin == cout)
+    norm(key + "norm1.", cin)
+    conv(key + "conv1.", cin, cout, 3)
+    norm(key + "norm2.", cout)
+    conv(key + "conv2.", cout, cout, 3)
+    conv(key + "conv_out.", cin, cout, 1)
+
+  def attn(key, c):
+    norm(key + "norm.", c)
+    for name in ("q", "k", "v", "proj_out"):
+      conv(f"{key}{name}.", c, c, 1)
+
+  def blocks(name):
+    i = 0
+    while True:
+      yield f"{name}.blocks.{i}."
+      i += 1
+
+  enc, ch = blocks("encoder"), nf
+  conv(next(enc), 3, nf, 3)
+  for level, mult in enumerate(ch_mult):
+    for _ in range(res_blocks):
+      res(next(enc), ch, nf * mult)
+      ch = nf * mult
+      if level in attn_levels:
+        attn(next(enc), ch)
+    if level != len(ch_mult) - 1:
+      conv(next(enc) + "conv.", ch, ch, 3)
+  res(next(enc), ch, ch), attn(next(enc), ch), res(next(enc), ch, ch)
+  norm(next(enc), ch)
+  conv(next(enc), ch, emb_dim, 3)
+  gen = blocks("generator")
+  norm(next(gen), emb_dim)
+  conv(next(gen), emb_dim, ch, 3)
+  res(next(gen), ch, ch), attn(next(gen), ch), res(next(gen), ch, ch)
+  for level in reversed(range(len(ch_mult))):
+    for _ in range(res_blocks):
+      res(next(gen), ch, nf * ch_mult[level])
+      ch = nf * ch_mult[level]
+      if level in attn_levels:
+        attn(next(gen), ch)
+    if level != 0:
+      conv(next(gen) + "conv.", ch, ch, 3)
+  norm(next(gen), ch)
+  conv(next(gen), ch, 3, 3)
+  conv("generator.logsigma.0.", ch, ch, 3)  # never used by ELM's forward
+  conv("quantize.proj.0.", emb_dim, bits, 1)
+  sd["quantize.embed.weight"] = rng.normal(0, 0.5, (bits, emb_dim)).astype(np.float32)
+  return sd
+
+
+# Both 32x32 -> 4x4 grids (3 downsamplings), unlike configs/bae.py:tiny.
+BAE_ARCHS = {
+    10: dict(nf=32, ch_mult=(1, 1, 1, 2), res_blocks=1, attn_levels=(1,),
+             emb_dim=32, bits=10),
+    5: dict(nf=32, ch_mult=(1, 2, 2, 2), res_blocks=2, attn_levels=(2,),
+            emb_dim=64, bits=5),
+}
+
+
+def bae_flags(arch) -> list[str]:
+  attn = tuple(32 // 2 ** i for i in arch["attn_levels"])
+  return [cfg(f"bae.py:tiny,bits={arch['bits']}"),
+          f"--config.model.ch_mult={arch['ch_mult']}",
+          f"--config.model.num_res_blocks={arch['res_blocks']}",
+          f"--config.model.attn_resolutions={attn}",
+          f"--config.model.emb_dim={arch['emb_dim']}",
+          "--config.loss.gan_weight=0"]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+  """{bits: (workdir, state dict)}: random ELM BAEs converted through the CLI."""
+  out = {}
+  for bits, arch in BAE_ARCHS.items():
+    sd = elm_bae_state_dict(bits, **arch)
+    src = tmp_path_factory.mktemp("src") / f"bae{bits}.npz"
+    np.savez(src, **{"ae." + k: v for k, v in sd.items()})  # a wrapper prefix
+    workdir = tmp_path_factory.mktemp(f"bae{bits}")
+    ok("--from=elm-bae", f"--src={src}", f"--out={workdir}", *bae_flags(arch))
+    out[bits] = (str(workdir), sd)
+  return out
+
+
+def test_bae_reference_through_cli(tmp_path):
+  ok("--from=elm-bae", f"--src={REF}/bae_k8/state_dict.npz",
+     f"--out={tmp_path}", cfg("bae.py:tiny"))
+  step, state, config = restore(tmp_path)
+  assert step == 0 and config["stage"] == "bae"
+  for a, b in zip(leaves(state["params"]["ae"]), leaves(state["ema_params"])):
+    np.testing.assert_array_equal(a, b)
+  tok = frozen_tokenizer.load(str(tmp_path))
+  inputs, out = np.load(REF / "bae_k8/inputs.npz"), np.load(REF / "bae_k8/outputs.npz")
+  model, params = tok.model, {"params": tok.params}
+  q = model.apply(params, jnp.asarray(nhwc(inputs["images"])), method=model.encode)
+  np.testing.assert_allclose(q.probs, nhwc(out["probs"]), atol=ATOL)
+  far = ~nhwc(out["near_threshold"])
+  np.testing.assert_array_equal(np.asarray(q.bits)[far], nhwc(out["codes"])[far])
+  for codes, recon in (("codes", "recon"), ("codes_random", "recon_random")):
+    src = out if codes == "codes" else inputs
+    x = model.apply(params, jnp.asarray(nhwc(src[codes])), method=model.decode)
+    np.testing.assert_allclose(x, nhwc(out[recon]), atol=ATOL)
+
+
+def test_other_bae_sizes_round_trip(tokenizers):
+  for bits, (workdir, sd) in tokenizers.items():
+    tok = frozen_tokenizer.load(workdir)
+    assert (tok.bits, tok.grid_size) == (bits, 4)
+    assert tuple(tok.config.model.ch_mult) == BAE_ARCHS[bits]["ch_mult"]
+    # Every used tensor exactly once (ResBlocks' identity conv_out and
+    # logsigma are ELM's dead weights), in the right place:
+    dead = [k[:-len("weight")] for k in sd if k.endswith("conv_out.weight")
+            and sd[k].shape[0] == sd[k].shape[1]] + ["generator.logsigma."]
+    same_values(sd, tok.params, skip=dead)
+    enc = tok.params["encoder"]
+    np.testing.assert_array_equal(
+        enc["conv_in"]["kernel"],
+        np.transpose(sd["encoder.blocks.0.weight"], (2, 3, 1, 0)))
+    np.testing.assert_array_equal(tok.params["quantize"]["embed"],
+                                  sd["quantize.embed.weight"])
+    bits_in = np.random.default_rng(0).integers(0, 2, (1, 4, 4, bits))
+    x = tok.model.apply({"params": tok.params}, jnp.asarray(bits_in, jnp.float32),
+                        method=tok.model.decode)
+    assert x.shape == (1, 32, 32, 3)
+
+
+# ------------------------------------------------------ transformers
+
+
+def llamagen_freqs_cis(grid: int, head_dim: int, base: float = 10000.0):
+  """LlamaGen's precompute_freqs_cis_2d (cls_token_num=1), in NumPy."""
+  half = head_dim // 2
+  freqs = 1.0 / base ** (np.arange(0, half, 2)[:half // 2] / half)
+  f = np.outer(np.arange(grid), freqs)  # [G, half/2]
+  q = f.shape[1]
+  grid_f = np.concatenate([np.broadcast_to(f[:, None, :], (grid, grid, q)),
+                           np.broadcast_to(f[None, :, :], (grid, grid, q))], -1)
+  cache = np.stack([np.cos(grid_f), np.sin(grid_f)], -1).reshape(grid * grid, half, 2)
+  return np.concatenate([np.zeros((1, half, 2)), cache])
+
+
+def numpy_ar_forward(sd, idx, labels, num_heads, grid):
+  """ELM AR / LlamaGen GPT forward in float64 from the published architecture.
+
+  idx [B, T, n] -> logits [B, T+1, n, V]."""
+  w = {k: np.asarray(v, np.float64) for k, v in sd.items()}
+  n = idx.shape[-1]
+
+  def rms(x, scale):
+    return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + 1e-5) * scale
+
+  def rope(x, f):  # x [B,S,H,D], f [S,D/2,2]: adjacent pairs
+    a, b = x[..., 0::2], x[..., 1::2]
+    c, s = f[None, :, None, :, 0], f[None, :, None, :, 1]
+    return np.stack([a * c - b * s, b * c + a * s], -1).reshape(x.shape)
+
+  if n == 1:
+    table = w.get("tok_embeddings.weight", w.get("tok_embedder.weight"))
+    tok = table[idx[..., 0]]
+  else:
+    tok = np.concatenate([w[f"tok_embedder.{i}.weight"][idx[..., i]]
+                          for i in range(n)], -1) @ w["proj.weight"].T
+  h = np.concatenate([w["cls_embedding.embedding_table.weight"][labels][:, None],
+                      tok], 1)
+  b, s, d = h.shape
+  hd = d // num_heads
+  f = llamagen_freqs_cis(grid, hd)[:s]
+  causal = np.tril(np.ones((s, s), bool))
+  layer = 0
+  while f"layers.{layer}.attention.wqkv.weight" in w:
+    p = f"layers.{layer}."
+    x = rms(h, w[p + "attention_norm.weight"])
+    q, k, v = np.split(x @ w[p + "attention.wqkv.weight"].T, 3, -1)
+    q, k, v = (t.reshape(b, s, num_heads, hd) for t in (q, k, v))
+    q, k = rope(q, f), rope(k, f)
+    att = np.einsum("bshd,bthd->bhst", q, k) / math.sqrt(hd)
+    att = np.exp(np.where(causal, att, -np.inf) - att.max(-1, keepdims=True))
+    att /= att.sum(-1, keepdims=True)
+    o = np.einsum("bhst,bthd->bshd", att, v).reshape(b, s, d)
+    h = h + o @ w[p + "attention.wo.weight"].T
+    x = rms(h, w[p + "ffn_norm.weight"])
+    g = x @ w[p + "feed_forward.w1.weight"].T
+    h = h + (g / (1 + np.exp(-g)) * (x @ w[p + "feed_forward.w3.weight"].T)
+             ) @ w[p + "feed_forward.w2.weight"].T
+    layer += 1
+  h = rms(h, w["norm.weight"])
+  heads = [w["output.weight"]] if n == 1 else [w[f"output.{i}.weight"]
+                                               for i in range(n)]
+  return np.stack([h @ o.T for o in heads], 2)
+
+
+def random_ar_state_dict(seed, *, layers, dim, mlp, classes, n, bits,
+                         llamagen=False) -> dict:
+  rng = np.random.default_rng(seed)
+
+  def r(*shape, std=0.05):
+    return rng.normal(0, std, shape).astype(np.float32)
+
+  v = 2 ** bits
+  sd = {"cls_embedding.embedding_table.weight": r(classes + 1, dim, std=0.5)}
+  if llamagen:
+    sd["tok_embeddings.weight"] = r(v, dim, std=0.5)
+  elif n == 1:
+    sd["tok_embedder.weight"] = r(v, dim, std=0.5)
+  else:
+    sd.update({f"tok_embedder.{i}.weight": r(v, dim, std=0.5) for i in range(n)})
+    sd["proj.weight"] = r(dim, n * dim)
+  for i in range(layers):
+    p = f"layers.{i}."
+    sd.update({p + "attention.wqkv.weight": r(3 * dim, dim),
+               p + "attention.wo.weight": r(dim, dim),
+               p + "feed_forward.w1.weight": r(mlp, dim),
+               p + "feed_forward.w3.weight": r(mlp, dim),
+               p + "feed_forward.w2.weight": r(dim, mlp),
+               p + "attention_norm.weight": 1 + r(dim, std=0.1),
+               p + "ffn_norm.weight": 1 + r(dim, std=0.1)})
+  sd["norm.weight"] = 1 + r(dim, std=0.1)
+  if n == 1:
+    sd["output.weight"] = r(v, dim, std=0.2)
+  else:
+    sd.update({f"output.{i}.weight": r(v, dim, std=0.2) for i in range(n)})
+  return sd
+
+
+def model_from_checkpoint(config: dict, grid: int = 4):
+  """The generator as a sampler builds it: the saved config, bits, grid."""
+  m = dict(config["model"])
+  m.setdefault("bits", m["num_subcodes"] * config["subcode_bits"])
+  m.setdefault("grid_size", grid)
+  return build_transformer({**m, "causal": config["stage"] == "ar"})
+
+
+def logits_of(config, params, idx, labels):
+  model = model_from_checkpoint(config)
+  out = model.apply({"params": params}, jnp.asarray(idx, jnp.int32),
+                    jnp.asarray(labels, jnp.int32))
+  return np.asarray(out)  # [B, L, n, V]
+
+
+def test_ar_reference_through_cli(tmp_path, tokenizers):
+  ok("--from=elm-ar", f"--src={REF}/ar_2x5/state_dict.npz", f"--out={tmp_path}",
+     f"--tokenizer={tokenizers[10][0]}", cfg("ar.py:tiny,split=2-5"))
+  step, state, config = restore(tmp_path)
+  assert step == 0 and config["stage"] == "ar"
+  assert config["tokenizer"]["checkpoint"] == tokenizers[10][0]
+  inputs, out = np.load(REF / "ar_2x5/inputs.npz"), np.load(REF / "ar_2x5/outputs.npz")
+  params = state["ema_params"]
+  for labels, ref in (("labels", "logits"), ("labels_null", "logits_null_label")):
+    got = logits_of(config, params, inputs["idx"], inputs[labels])
+    np.testing.assert_allclose(got.reshape(out[ref].shape), out[ref], atol=ATOL)
+  prefill = logits_of(config, params, inputs["idx"][:, :0], inputs["labels"])
+  np.testing.assert_allclose(prefill.reshape(2, 2, 32), out["logits_prefill"],
+                             atol=ATOL)
+  # A fresh optimizer: Adam moments zero, count 0.
+  assert all(not np.any(x) for x in leaves(state["opt_state"]))
+
+
+def test_mlm_reference_through_cli(tmp_path, tokenizers):
+  ok("--from=elm-mlm", f"--src={REF}/mlm_1x5/state_dict.npz", f"--out={tmp_path}",
+     f"--tokenizer={tokenizers[5][0]}", cfg("mlm.py:tiny,split=1-5"))
+  _, state, config = restore(tmp_path)
+  inputs, out = np.load(REF / "mlm_1x5/inputs.npz"), np.load(REF / "mlm_1x5/outputs.npz")
+  for labels, ref in (("labels", "logits"), ("labels_null", "logits_null_label")):
+    got = logits_of(config, state["ema_params"], inputs["idx"], inputs[labels])
+    np.testing.assert_allclose(got.reshape(out[ref].shape), out[ref], atol=ATOL)
+
+
+def test_other_ar_size_and_split(tmp_path, tokenizers):
+  """5 sub-codes of 2 bits, width 192 (3 heads), 3 layers, a non-default MLP."""
+  sd = random_ar_state_dict(1, layers=3, dim=192, mlp=320, classes=7, n=5, bits=2)
+  np.savez(tmp_path / "ar.npz", **sd)
+  ok("--from=elm-ar", f"--src={tmp_path / 'ar.npz'}", f"--out={tmp_path / 'w'}",
+     f"--tokenizer={tokenizers[10][0]}", cfg("ar.py:tiny,split=5-2"),
+     "--config.model.num_layers=3", "--config.model.dim=192",
+     "--config.model.num_heads=3", "--config.model.mlp_dim=320",
+     "--config.data.num_classes=7")
+  _, state, config = restore(tmp_path / "w")
+  rng = np.random.default_rng(0)
+  idx, labels = rng.integers(0, 4, (2, 15, 5)), np.array([3, 7])  # 7: null
+  want = numpy_ar_forward(sd, idx, labels, num_heads=3, grid=4)
+  got = logits_of(config, state["ema_params"], idx, labels)
+  np.testing.assert_allclose(got, want, atol=ATOL)
+
+
+def test_other_mlm_split(tmp_path, tokenizers):
+  """MLM with 2 sub-codes: n read from the dead `proj`, grid from pos_embed."""
+  rng = np.random.default_rng(2)
+  sd = random_ar_state_dict(2, layers=2, dim=128, mlp=512, classes=10, n=1, bits=5)
+  sd["tok_embedder.weight"] = rng.normal(0, 0.5, (33, 128)).astype(np.float32)
+  sd.update({"pos_embed.weight": np.zeros((16, 128), np.float32),
+             "proj.weight": np.zeros((128, 256), np.float32),
+             "mlm_layer.fc.weight": rng.normal(0, 0.05, (128, 128)).astype(np.float32),
+             "mlm_layer.fc.bias": np.zeros(128, np.float32),
+             "mlm_layer.ln.weight": np.ones(128, np.float32),
+             "mlm_layer.ln.bias": np.zeros(128, np.float32),
+             "mlm_layer.bias": rng.normal(0, 0.1, (1, 1, 33)).astype(np.float32)})
+  np.savez(tmp_path / "mlm.npz", **sd)
+  ok("--from=elm-mlm", f"--src={tmp_path / 'mlm.npz'}", f"--out={tmp_path / 'w'}",
+     f"--tokenizer={tokenizers[10][0]}", cfg("mlm.py:tiny,split=2-5"))
+  _, state, config = restore(tmp_path / "w")
+  assert config["model"]["num_subcodes"] == 2
+  p = state["ema_params"]
+  np.testing.assert_array_equal(p["tok_embed"]["embedding"], sd["tok_embedder.weight"])
+  np.testing.assert_array_equal(p["mlm_head"]["bias"], sd["mlm_layer.bias"].ravel())
+  logits = logits_of(config, p, np.zeros((1, 16, 2)), np.zeros(1))
+  assert logits.shape == (1, 16, 2, 32) and np.isfinite(logits).all()
+
+
+def test_llamagen_gpt_matches_numpy_forward(tmp_path):
+  """LlamaGen's key layout (tok_embeddings, freqs_cis, a DDP prefix); head_dim
+  100 as in GPT-3B; no BAE: bits and grid go into the config."""
+  sd = random_ar_state_dict(3, layers=2, dim=200, mlp=768, classes=10, n=1,
+                            bits=6, llamagen=True)
+  sd["freqs_cis"] = llamagen_freqs_cis(4, 100).astype(np.float32)
+  np.savez(tmp_path / "gpt.npz", **{"module." + k: v for k, v in sd.items()})
+  ok("--from=llamagen-gpt", f"--src={tmp_path / 'gpt.npz'}",
+     f"--out={tmp_path / 'w'}", cfg("ar.py:tiny,split=1-6"),
+     "--config.model.dim=200", "--config.model.num_heads=2",
+     "--config.model.head_dim=100")
+  _, state, config = restore(tmp_path / "w")
+  assert (config["model"]["bits"], config["model"]["grid_size"]) == (6, 4)
+  rng = np.random.default_rng(1)
+  idx, labels = rng.integers(0, 64, (2, 15, 1)), np.array([0, 10])
+  want = numpy_ar_forward(sd, idx, labels, num_heads=2, grid=4)
+  got = logits_of(config, state["ema_params"], idx, labels)
+  np.testing.assert_allclose(got, want, atol=ATOL)
+
+
+def test_resume_training_from_converted_ar(tmp_path, tokenizers):
+  out = tmp_path / "ar"
+  ok("--from=elm-ar", f"--src={REF}/ar_2x5/state_dict.npz", f"--out={out}",
+     f"--tokenizer={tokenizers[10][0]}", cfg("ar.py:tiny,split=2-5"), "--step=2")
+  proc = subprocess.run(
+      [sys.executable, "-m", "elm_jax.main", "--config=configs/ar.py:tiny,split=2-5",
+       f"--config.tokenizer.checkpoint={tokenizers[10][0]}", f"--workdir={out}"],
+      cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Resuming from checkpoint" in proc.stderr
+  rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+  assert [r["step"] for r in rows if "train/loss" in r] == [3, 4]
+  assert checkpointing.Checkpointer(str(out)).all_steps() == [2, 4]
+
+
+def test_pt_input_prefers_ema(tmp_path, tokenizers):
+  torch = pytest.importorskip("torch")
+  sd = dict(np.load(REF / "ar_2x5/state_dict.npz"))
+  ema = {"module." + k: torch.from_numpy(v) for k, v in sd.items()}
+  model = {"module." + k: torch.from_numpy(v + 1) for k, v in sd.items()}
+  torch.save({"model": model, "ema": ema, "steps": 5,
+              "args": argparse.Namespace(gpt_model="tiny")}, tmp_path / "ar.pt")
+  for flag, offset in (("--ema", 0), ("--noema", 1)):
+    out = tmp_path / flag
+    ok("--from=elm-ar", f"--src={tmp_path / 'ar.pt'}", f"--out={out}", flag,
+       f"--tokenizer={tokenizers[10][0]}", cfg("ar.py:tiny,split=2-5"))
+    p = restore(out)[1]["ema_params"]
+    np.testing.assert_array_equal(p["norm"]["scale"], sd["norm.weight"] + offset)
+
+
+# ------------------------------------------------------------------ errors
+
+
+def _ar_args(src, out, tokenizers):
+  return ("--from=elm-ar", f"--src={src}", f"--out={out}",
+          f"--tokenizer={tokenizers[10][0]}", cfg("ar.py:tiny,split=2-5"))
+
+
+def _edited(sd, drop=(), **extra):
+  return {**{k: v for k, v in sd.items() if k not in drop}, **extra}
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda sd: _edited(sd, drop=["layers.1.feed_forward.w3.weight"]),
+     r"lacks 'layers.1.feed_forward.w3.weight'"),
+    (lambda sd: _edited(sd, **{"layers.0.attention.extra.weight": np.zeros(3)}),
+     r"layers.0.attention.extra.weight"),
+    (lambda sd: _edited(sd, **{"layers.1.attention.wo.weight": np.zeros((128, 127))}),
+     r"'layers.1.attention.wo.weight' has shape \(128, 127\)"),
+])
+def test_bad_generator_tensors_are_named(tmp_path, tokenizers, capsys, edit,
+                                         message):
+  sd = edit(dict(np.load(REF / "ar_2x5/state_dict.npz")))
+  np.savez(tmp_path / "bad.npz", **sd)
+  assert cli(*_ar_args(tmp_path / "bad.npz", tmp_path / "w", tokenizers)) == 1
+  assert re.search(message, capsys.readouterr().err)
+  assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_bad_bae_shape_is_named(tmp_path, capsys):
+  sd = dict(np.load(REF / "bae_k8/state_dict.npz"))
+  sd["encoder.blocks.1.conv2.weight"] = np.zeros((32, 32, 3, 2), np.float32)
+  np.savez(tmp_path / "bad.npz", **sd)
+  assert cli("--from=elm-bae", f"--src={tmp_path / 'bad.npz'}",
+             f"--out={tmp_path / 'w'}", cfg("bae.py:tiny")) == 1
+  err = capsys.readouterr().err
+  assert "'encoder.blocks.1.conv2.weight' gives (3, 2, 32, 32)" in err
+  assert "(3, 3, 32, 32)" in err
+
+
+def test_input_and_config_errors(tmp_path, tokenizers, capsys):
+  ar = REF / "ar_2x5/state_dict.npz"
+  # Non-existent and corrupt sources.
+  assert cli(*_ar_args(tmp_path / "nope.npz", tmp_path / "w", tokenizers)) == 1
+  assert "no such file" in capsys.readouterr().err
+  (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
+  assert cli(*_ar_args(tmp_path / "junk.npz", tmp_path / "w", tokenizers)) == 1
+  assert "corrupt" in capsys.readouterr().err
+  # The default config (size and split read off the file) names the fix.
+  assert cli("--from=elm-ar", f"--src={ar}", f"--out={tmp_path / 'w'}",
+             f"--tokenizer={tokenizers[10][0]}") == 1
+  captured = capsys.readouterr()
+  assert "config: configs/ar.py:imagenet,size=tiny,split=2-5" in captured.out
+  assert "the file has 10" in captured.err
+  assert "--config.data.num_classes=10" in captured.err
+  # A split that contradicts the file, and a tokenizer of the wrong width.
+  assert cli("--from=elm-ar", f"--src={ar}", f"--out={tmp_path / 'w'}",
+             f"--tokenizer={tokenizers[10][0]}", cfg("ar.py:tiny,split=1-10")) == 1
+  assert "split=2-5" in capsys.readouterr().err
+  assert cli("--from=elm-ar", f"--src={ar}", f"--out={tmp_path / 'w'}",
+             f"--tokenizer={tokenizers[5][0]}", cfg("ar.py:tiny,split=2-5")) == 1
+  assert "makes 5-bit codes" in capsys.readouterr().err
+  assert cli("--from=elm-ar", f"--src={ar}", f"--out={tmp_path / 'w'}",
+             cfg("ar.py:tiny,split=2-5")) == 1
+  assert "needs --tokenizer" in capsys.readouterr().err
+  assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_existing_checkpoint_needs_overwrite(tmp_path, tokenizers, capsys):
+  ar = REF / "ar_2x5/state_dict.npz"
+  out = tmp_path / "w"
+  ok(*_ar_args(ar, out, tokenizers))
+  assert cli(*_ar_args(ar, out, tokenizers), "--step=7") == 1
+  assert "already holds a checkpoint" in capsys.readouterr().err
+  assert checkpointing.Checkpointer(str(out)).all_steps() == [0]
+  ok(*_ar_args(ar, out, tokenizers), "--step=7", "--overwrite")
+  assert checkpointing.Checkpointer(str(out)).all_steps() == [7]
+  assert [p.name for p in out.iterdir() if p.name.startswith(".convert")] == []
+  assert json.loads((out / "converted_from.json").read_text())["step"] == 7
+
+
+def test_command_line_exit_codes(tmp_path):
+  base = [sys.executable, "-m", "elm_jax.convert"]
+  proc = subprocess.run(base + ["--from=elm-bae", f"--src={tmp_path}/x.pt",
+                                f"--out={tmp_path}/w"], cwd=ROOT, env=env(),
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1 and "no such file" in proc.stderr
+  proc = subprocess.run(base + ["--from=elm-xx"], cwd=ROOT, env=env(),
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and "usage" in proc.stderr
