@@ -1,0 +1,43 @@
+"""One process of tests/test_distributed.py's multi-process run.
+
+Runs `elm_jax.main` with its own flags (so jax.distributed starts from
+--coordinator_address etc.), keeps the state train_and_evaluate returns and
+writes this process's copy of every parameter to DUMP/params_<process>.npz.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from elm_jax import main as elm_main  # noqa: E402
+
+_DUMP = flags.DEFINE_string("dump", None, "Where to write params_<process>.npz.")
+
+
+def run(argv):
+  import jax
+  import numpy as np
+  from elm_jax.train import loop
+  captured = {}
+  train = loop.train_and_evaluate
+
+  def capture(config, workdir, stage):
+    captured["state"] = train(config, workdir, stage)
+    return captured["state"]
+
+  loop.train_and_evaluate = capture
+  elm_main.main(argv)
+  local = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(captured["state"].params):
+    shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+    assert leaf.is_fully_replicated, jax.tree_util.keystr(path)
+    assert all((s == shards[0]).all() for s in shards), jax.tree_util.keystr(path)
+    local[jax.tree_util.keystr(path)] = shards[0]
+  np.savez(os.path.join(_DUMP.value, f"params_{jax.process_index()}.npz"), **local)
+
+
+if __name__ == "__main__":
+  app.run(run)
