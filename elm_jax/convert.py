@@ -180,30 +180,34 @@ def generator_state(kind: str, sd: dict, config, facts: dict, grid_size: int,
   from elm_jax.train.state import TrainState
   from elm_jax.weights.torch_transformer import transformer_params_from_torch
 
-  stage, abstract = None, None
   rng = jax.random.PRNGKey(config.seed)
-  if config.tokenizer.checkpoint:
-    if kind == "elm-mlm":
-      from elm_jax.train.mlm import MLMStage as Stage
-    else:
-      from elm_jax.train.ar import ARStage as Stage
-    stage = Stage(config)  # checks bits (n*k = K) and image size
-    model, tx = stage.model, stage.tx
-    architecture.check_grid(facts, stage.tokenizer.grid_size,
-                            f"the tokenizer {config.tokenizer.checkpoint} makes")
-    abstract = sharding.unbox(jax.eval_shape(stage.init, rng))
-  else:  # llamagen-gpt without a BAE: bits and grid go into the config.
-    n, k = facts["split"].value
-    with config.unlocked():
-      config.model.bits, config.model.grid_size = n * k, grid_size
-    model = build_transformer({**config.model, "causal": True})
-    tx = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
+  n, k = config.model.num_subcodes, config.subcode_bits
+  # The file is checked in full before the tokenizer is read; parameter
+  # shapes do not depend on the grid (2D RoPE has no weights).
+  model = build_transformer({**config.model, "bits": n * k, "grid_size": grid_size,
+                             "causal": kind != "elm-mlm"})
   if "freqs_cis" in sd:
     torch_llamagen.check_freqs_cis(sd.pop("freqs_cis"), model.head_dim,
                                    model.rope_base)
   model_kw = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
               if f.name not in ("parent", "name")}
   params = jax.tree.map(jnp.asarray, transformer_params_from_torch(sd, **model_kw))
+  stage, abstract = None, None
+  if config.tokenizer.checkpoint:
+    if kind == "elm-mlm":
+      from elm_jax.train.mlm import MLMStage as Stage
+    else:
+      from elm_jax.train.ar import ARStage as Stage
+    stage = Stage(config)  # checks bits (n*k = K) and image size
+    tx = stage.tx
+    architecture.check_grid(facts, stage.tokenizer.grid_size,
+                            f"the tokenizer {config.tokenizer.checkpoint} makes")
+    abstract = sharding.unbox(jax.eval_shape(stage.init, rng))
+  else:  # llamagen-gpt without a BAE: bits and grid go into the config.
+    architecture.check_grid(facts, grid_size, "--grid_size gives")
+    with config.unlocked():
+      config.model.bits, config.model.grid_size = n * k, grid_size
+    tx = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
   state = TrainState(step=jnp.asarray(step, jnp.int32), params=params,
                      opt_state=_fast_jit(tx.init)(params), ema_params=params,
                      model_state={}, rng=rng)
