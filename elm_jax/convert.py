@@ -294,6 +294,9 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
   if kind == "llamagen-gpt":
     sd, more = torch_llamagen.to_elm_keys(sd)
     notes += more
+  if kind == "elm-bae":  # a whole BinaryGAN: its discriminator starts fresh
+    sd, more = state_dict_io.take_submodule(sd, "ae.")
+    notes += more
   for note in notes:
     print(f"{src}: {note}")
   facts = (architecture.infer_bae(sd) if kind == "elm-bae" else

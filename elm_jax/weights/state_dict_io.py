@@ -99,6 +99,17 @@ def strip_prefixes(sd: Mapping[str, np.ndarray], prefer_ema: bool = True
   return sd, notes
 
 
+def take_submodule(sd: Mapping[str, np.ndarray], prefix: str
+                   ) -> tuple[dict[str, np.ndarray], list[str]]:
+  """The keys under `prefix` (stripped) when the file holds more than that
+  module, e.g. a whole BinaryGAN (`ae.`, `disc.`, `perceptual.`)."""
+  if not any(k.startswith(prefix) for k in sd):
+    return dict(sd), []
+  others = sorted({k.split(".")[0] for k in sd if not k.startswith(prefix)})
+  kept = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+  return kept, [f"kept {prefix}*, dropped {others}"] if others else []
+
+
 def _load_npz(path: str) -> dict[str, np.ndarray]:
   try:
     with np.load(path, allow_pickle=False) as f:
