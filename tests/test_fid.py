@@ -99,3 +99,23 @@ def test_load_stats_names_missing_keys(tmp_path):
     fid.load_stats(path)
   with pytest.raises(FileNotFoundError):
     fid.load_stats(str(tmp_path / "nope.npz"))
+
+
+@pytest.mark.parametrize("n", [5, 40])
+def test_low_rank_path_from_features_equals_the_full_computation(n):
+  rng = np.random.default_rng(n)
+  d = 24
+  x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+  y = rng.normal(size=(3 * d, d)) @ rng.normal(size=(d, d))
+  (mu1, s1), (mu2, s2) = fid.moments(x), fid.moments(y)
+  # Independent exact value: tr((S1 S2)^(1/2)) is the nuclear norm of A B^T / sqrt((n1-1)(n2-1))
+  # for centred feature matrices A, B (the nonzero spectra of S1 S2 and A B^T B A^T agree).
+  a, b = x - x.mean(0), y - y.mean(0)
+  nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt((n - 1) * (3 * d - 1))
+  exact = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * nuclear
+  assert fid.frechet_distance(mu1, s1, mu2, s2, features1=x) == pytest.approx(exact, rel=1e-10)
+  # The D x D path loses ~1e-8 relative to square roots of round-off when S1 is singular.
+  full = fid.frechet_distance(mu1, s1, mu2, s2)
+  assert full == pytest.approx(exact, rel=1e-10 if n > d else 1e-7)
+  if n > d:  # full rank: scipy's sqrtm is well defined too
+    assert full == pytest.approx(_scipy_fid(mu1, s1, mu2, s2), rel=1e-9)

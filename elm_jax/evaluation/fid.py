@@ -12,7 +12,7 @@ eps-offset fallback.
 
 Statistics npz (`save_stats` / `load_stats`): mu [D], sigma [D, D] (pool_3),
 mu_s, sigma_s (spatial, for sFID), optionally features [N, 2048] (pool_3,
-for precision/recall), and `source` (a string naming what was measured, e.g.
+for precision/recall) and spatial_features [N, 2023], and `source` (a string naming what was measured, e.g.
 "fashion_mnist:test:10000"), all float64 except features (float32).
 """
 
@@ -52,23 +52,47 @@ def sqrtm_psd(sigma: np.ndarray) -> np.ndarray:
   return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-  """tr((sigma1 sigma2)^(1/2)) for PSD sigma1, sigma2, via a symmetric eigenproblem."""
-  root = sqrtm_psd(np.asarray(sigma1, np.float64))
-  inner = root @ np.asarray(sigma2, np.float64) @ root
-  eig = np.linalg.eigvalsh((inner + inner.T) / 2.0)
+def _sum_sqrt_eigvalsh(m: np.ndarray) -> float:
+  eig = np.linalg.eigvalsh((m + m.T) / 2.0)
   return float(np.sum(np.sqrt(np.clip(eig, 0.0, None))))
 
 
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray,
+                       features1: np.ndarray | None = None) -> float:
+  """tr((sigma1 sigma2)^(1/2)) for PSD sigma1, sigma2, via a symmetric eigenproblem.
+
+  features1 [N, D]: the features sigma1 was estimated from (np.cov). When
+  N - 1 < D, sigma1 = V diag(c^2) V^T from the thin SVD of the centred
+  features, and the nonzero spectrum of sigma1^(1/2) sigma2 sigma1^(1/2) is
+  that of the small matrix diag(c) V^T sigma2 V diag(c) [N, N]: exact, and
+  far cheaper than two D x D eigenproblems.
+  """
+  sigma2 = np.asarray(sigma2, np.float64)
+  if features1 is not None and features1.shape[0] - 1 < features1.shape[1]:
+    x = np.asarray(features1, np.float64)
+    _, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)  # vt [N, D]
+    c = s / np.sqrt(x.shape[0] - 1)
+    small = (c[:, None] * (vt @ sigma2 @ vt.T)) * c[None, :]  # [N, N]
+    return _sum_sqrt_eigvalsh(small)
+  root = sqrtm_psd(np.asarray(sigma1, np.float64))
+  return _sum_sqrt_eigvalsh(root @ sigma2 @ root)
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
-                     sigma2: np.ndarray) -> float:
-  """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), float64."""
+                     sigma2: np.ndarray, features1: np.ndarray | None = None) -> float:
+  """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), float64.
+
+  features1: optionally the [N, D] features behind (mu1, sigma1); see
+  `trace_sqrt_product` (used only to compute the same number faster).
+  """
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
   _check_pair(mu1, sigma1, mu2, sigma2)
+  if features1 is not None and np.shape(features1)[1:] != mu1.shape:
+    raise ValueError(f"features1 {np.shape(features1)} do not match mu1 {mu1.shape}.")
   diff = mu1 - mu2
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
-               - 2.0 * trace_sqrt_product(sigma1, sigma2))
+               - 2.0 * trace_sqrt_product(sigma1, sigma2, features1))
 
 
 def stats_from_features(pool: np.ndarray, spatial: np.ndarray, source: str,
@@ -80,6 +104,7 @@ def stats_from_features(pool: np.ndarray, spatial: np.ndarray, source: str,
            "source": np.asarray(source)}
   if keep_features:
     stats["features"] = np.asarray(pool, np.float32)
+    stats["spatial_features"] = np.asarray(spatial, np.float32)
   return stats
 
 

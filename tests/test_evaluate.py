@@ -1,0 +1,109 @@
+"""`elm_jax.evaluate` end to end on a few Fashion-MNIST images with a random-weight Inception.
+
+Random weights keep the test independent of torch (the real weights are
+checked in test_inception.py); what is tested here is the command: sample and
+dataset batches, the device split, statistics caching, the scores, the files.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from elm_jax import evaluate, metrics
+from elm_jax.data import sources, transforms
+from elm_jax.evaluation import convert_inception, fid, inception
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def optimised():  # Inception runs twice as fast optimised and compiles about as fast.
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
+
+
+@pytest.fixture(scope="module")
+def random_inception(tmp_path_factory):
+  """He-initialised kernels, unit batch-norm statistics: a random but non-degenerate network."""
+  rng = np.random.default_rng(0)
+
+  def leaf(path, shape):
+    name = jax.tree_util.keystr(path)
+    if "kernel" in name:
+      fan_in = np.prod(shape.shape[:3])
+      return rng.normal(0, np.sqrt(2.0 / fan_in), shape.shape).astype(np.float32)
+    if "var" in name:
+      return np.ones(shape.shape, np.float32)
+    return np.zeros(shape.shape, np.float32)
+  params = jax.tree_util.tree_map_with_path(leaf, inception.expected_params())
+  path = str(tmp_path_factory.mktemp("inception") / "random.npz")
+  convert_inception.write_npz(params, path)
+  return path
+
+
+def _fmnist(n):
+  images, _ = sources.load_fashion_mnist("", "test")
+  return np.stack([transforms.GrayToRGB(32).map({"image": images[i], "label": 0})["image"]
+                   for i in range(n)])
+
+
+def test_scores_cache_outputs_and_reconstructions(tmp_path, random_inception, optimised,
+                                                  tiny_tokenizer_dir):
+  images = _fmnist(N)
+  same = str(tmp_path / "same.npz")
+  np.savez(same, images)
+  cache = str(tmp_path / "stats" / "fmnist_test_8.npz")
+  out = str(tmp_path / "eval_same")
+  common = dict(reference="fashion_mnist:test", inception_path=random_inception,
+                reference_cache=cache, num_reference=N, batch_size=N)
+  got = evaluate.evaluate(same, out_dir=out, **common)["metrics"]
+  # The samples are the reference images themselves.
+  assert abs(got["fid"]) < 1e-3 and abs(got["sfid"]) < 1e-3
+  assert got["precision"] == 1.0 and got["recall"] == 1.0
+  assert got["num_samples"] == N and got["num_reference"] == N
+  stats = fid.load_stats(cache)
+  assert str(stats["source"]) == "fashion_mnist:test:n=8:size=32"
+  assert stats["features"].shape == (N, 2048) and stats["sigma_s"].shape == (2023, 2023)
+  saved = json.load(open(os.path.join(out, evaluate.RESULT_FILE)))
+  assert saved["metrics"] == got
+  assert metrics.read_jsonl(out)[0]["eval/fid"] == pytest.approx(got["fid"])
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
+
+  # Different samples (5 images, the last batch padded): the cached reference is reused.
+  mtime = os.path.getmtime(cache)
+  other = str(tmp_path / "other.npz")
+  np.savez(other, 255 - images[:5])
+  got = evaluate.evaluate(other, out_dir=str(tmp_path / "eval_other"), **common)["metrics"]
+  assert got["fid"] > 1.0 and got["num_samples"] == 5
+  assert got["precision"] < 1.0
+  assert os.path.getmtime(cache) == mtime
+
+  # rFID of a (random) tokenizer from the same cache.
+  got = evaluate.evaluate("", reconstruct=tiny_tokenizer_dir,
+                          out_dir=str(tmp_path / "rfid"), **common)["metrics"]
+  assert np.isfinite(got["fid"]) and got["fid"] > 0 and got["num_samples"] == N
+
+  # A cache made from a different reference is refused, not silently used.
+  with pytest.raises(ValueError, match="n=4"):
+    evaluate.evaluate(same, out_dir=out, **{**common, "num_reference": 4})
+
+
+def test_bad_inputs_fail_with_clear_messages(tmp_path, random_inception):
+  floats = str(tmp_path / "floats.npz")
+  np.savez(floats, np.zeros((4, 32, 32, 3), np.float32))
+  with pytest.raises(ValueError, match=r"uint8 \[N, H, W, 3\]"):
+    evaluate.load_images(floats)
+  np.savez(str(tmp_path / "nokey.npz"), images=np.zeros((4, 32, 32, 3), np.uint8))
+  with pytest.raises(ValueError, match="no arr_0"):
+    evaluate.load_images(str(tmp_path / "nokey.npz"))
+  with pytest.raises(ValueError, match="SOURCE:SPLIT"):
+    evaluate.parse_dataset("imagenet")
+  with pytest.raises(ValueError, match="exactly one"):
+    evaluate.evaluate("", "fashion_mnist:test", random_inception, str(tmp_path))
+  with pytest.raises(ValueError, match="convert_inception"):
+    evaluate.evaluate(floats, "fashion_mnist:test", "", str(tmp_path))
