@@ -82,17 +82,17 @@ def strip_prefixes(sd: Mapping[str, np.ndarray], prefer_ema: bool = True
     keep = copies[0] if prefer_ema else copies[1]
     sd = {k: v for k, v in sd.items() if k.startswith(keep)}
     notes.append(f"kept the {keep!r} copy")
-  dropped = sorted(k for k, v in sd.items()
-                   if k in _BOOKKEEPING and np.size(v) <= 1)
-  for k in dropped:
-    del sd[k]
-  if dropped:
-    notes.append(f"dropped EMA bookkeeping {dropped}")
   changed = True
   while changed and sd:
     changed = False
+    dropped = sorted(k for k, v in sd.items()
+                     if k in _BOOKKEEPING and np.size(v) <= 1)
+    for k in dropped:
+      del sd[k]
+    if dropped:
+      notes.append(f"dropped EMA bookkeeping {dropped}")
     for p in _PREFIXES + copies:
-      if all(k.startswith(p) for k in sd):
+      if sd and all(k.startswith(p) for k in sd):
         sd = {k[len(p):]: v for k, v in sd.items()}
         notes.append(f"stripped prefix {p!r}")
         changed = True
