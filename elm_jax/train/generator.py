@@ -28,9 +28,12 @@ class GeneratorStage:
 
   causal: bool = True
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict,
+               tokenizer: frozen_tokenizer.FrozenTokenizer | None = None):
+    """tokenizer: given (e.g. abstract, for elm_jax.aot) instead of loaded
+    from config.tokenizer.checkpoint."""
     self.config = config
-    self.tokenizer = frozen_tokenizer.load(config.tokenizer.checkpoint)
+    self.tokenizer = tokenizer or frozen_tokenizer.load(config.tokenizer.checkpoint)
     k, n = self.tokenizer.bits, config.model.num_subcodes
     if n * config.subcode_bits != k:
       raise ValueError(
