@@ -285,6 +285,8 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
     raise ConversionError(f"--from={kind!r}: expected one of {KINDS}.")
   if step < 0:
     raise ConversionError(f"--step={step} must be >= 0.")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ConversionError(f"--out={out} is a file; pass a directory.")
   if _has_checkpoint(out) and not overwrite:
     raise ConversionError(f"--out={out} already holds a checkpoint; pass "
                           "--overwrite to replace it, or choose another --out.")
@@ -373,6 +375,9 @@ def cli(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (argv[0] is the program); returns the exit code."""
   fv = flags.FlagValues()
   holders = _define_flags(fv, argv)
+  if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
+    print(f"{__doc__}\n{_USAGE}\n\n{fv.get_help()}")
+    return 0
   try:
     fv(list(argv))
     for name in ("from", "src", "out"):
@@ -384,8 +389,8 @@ def cli(argv: Sequence[str]) -> int:
   args = {k: h.value for k, h in holders.items()}
   try:
     convert(args.pop("kind"), args.pop("src"), args.pop("out"), **args)
-  except (ConversionError, configs_lib.ConfigError, FileNotFoundError,
-          ImportError, KeyError, ValueError) as e:
+  except (ConversionError, configs_lib.ConfigError, OSError, ImportError,
+          KeyError, ValueError) as e:
     msg = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"convert: error: {msg}", file=sys.stderr)
     return 1
