@@ -141,8 +141,9 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
   else:  # Fashion-MNIST default.
     c.optim.update(lr=1e-3, warmup_steps=200, decay="cosine")
     c.ema.decay = 0.999
-    c.batch_size, c.total_steps = 32, 3000
-    c.log_every, c.eval_every, c.checkpoint_every = 50, 1000, 500
+    c.batch_size, c.total_steps = 16, 1500
+    c.optim.warmup_steps = 100
+    c.log_every, c.eval_every, c.checkpoint_every = 50, 500, 250
     c.eval = dict(batch_size=500, max_batches=2, full_at_end=True, use_ema=True)
   return c
 

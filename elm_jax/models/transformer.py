@@ -146,6 +146,24 @@ class Attention(nn.Module):
   def project_out(self, o):  # [B,S,H,D] -> [B,S,E]
     return self.out(o.reshape(*o.shape[:2], -1))
 
+  def decode(self, x, rope, cache_k, cache_v, index):
+    """Cached attention for S new positions index..index+S-1 (inference).
+
+    x [B,S,E], rope [S,D/2,2], cache_k/v [B,T,H,D] -> (out [B,S,E], cache_k,
+    cache_v) with the new keys/values written at `index` in place.
+    """
+    q, k, v = self.project_qkv(x, rope)
+    cache_k = jax.lax.dynamic_update_slice_in_dim(
+        cache_k, k.astype(cache_k.dtype), index, axis=1)
+    cache_v = jax.lax.dynamic_update_slice_in_dim(
+        cache_v, v.astype(cache_v.dtype), index, axis=1)
+    s, t = x.shape[1], cache_k.shape[1]
+    # Query index+i sees keys 0..index+i (causal) or all written keys.
+    last = index + (jnp.arange(s)[:, None] if self.causal else s - 1)
+    mask = jnp.arange(t)[None, :] <= last  # [S, T]
+    o = dot_product_attention(q, cache_k, cache_v, mask, dtype=self.dtype)
+    return self.project_out(o), cache_k, cache_v
+
   def __call__(self, x, rope, deterministic: bool = True):
     q, k, v = self.project_qkv(x, rope)
     s = x.shape[1]
@@ -188,20 +206,35 @@ class Block(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    self.attention_norm = RMSNorm(self.norm_eps, self.param_dtype)
+    self.attention = Attention(self.dim, self.num_heads, self.head_dim,
+                               self.causal, self.attn_dropout, **kw)
+    self.ffn_norm = RMSNorm(self.norm_eps, self.param_dtype)
+    self.feed_forward = FeedForward(self.dim, self.mlp_dim, **kw)
+    self.resid_drop = nn.Dropout(self.resid_dropout)
+    self.mlp_drop = nn.Dropout(self.mlp_dropout)
+
   def __call__(self, x, rope, deterministic: bool = True):
     """x [B,S,E] float32 residual, rope [S,D/2,2] -> (x, None) (scan form)."""
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = _constrain(x)
-    h = RMSNorm(self.norm_eps, self.param_dtype, name="attention_norm")(x)
-    h = Attention(self.dim, self.num_heads, self.head_dim, self.causal,
-                  self.attn_dropout, name="attention", **kw)(h, rope,
-                                                              deterministic)
-    x = x + nn.Dropout(self.resid_dropout)(h, deterministic=deterministic)
-    h = RMSNorm(self.norm_eps, self.param_dtype, name="ffn_norm")(x)
-    h = FeedForward(self.dim, self.mlp_dim, name="feed_forward", **kw)(h)
-    x = x + nn.Dropout(self.mlp_dropout)(h, deterministic=deterministic)
+    h = self.attention(self.attention_norm(x), rope, deterministic)
+    x = x + self.resid_drop(h, deterministic=deterministic)
+    h = self.feed_forward(self.ffn_norm(x))
+    x = x + self.mlp_drop(h, deterministic=deterministic)
     return _constrain(x), None
+
+  def decode(self, x, rope, cache_k, cache_v, index):
+    """Inference with a KV cache (see Attention.decode); no dropout.
+
+    x [B,S,E] -> (x [B,S,E], cache_k, cache_v [B,T,H,D]).
+    """
+    h, cache_k, cache_v = self.attention.decode(
+        self.attention_norm(x), rope, cache_k, cache_v, index)
+    x = x + h
+    x = x + self.feed_forward(self.ffn_norm(x))
+    return x, cache_k, cache_v
 
 
 class MlmHead(nn.Module):
@@ -292,11 +325,7 @@ class Transformer(nn.Module):
     if self.remat != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[self.remat],
                        prevent_cse=not self.scan_layers, static_argnums=(3,))
-    block_kw = dict(dim=self.dim, num_heads=self.num_heads,
-                    head_dim=self.head_dim, mlp_dim=self.hidden_dim,
-                    causal=self.causal, attn_dropout=self.attn_dropout,
-                    resid_dropout=self.resid_dropout,
-                    mlp_dropout=self.mlp_dropout, norm_eps=self.norm_eps, **kw)
+    block_kw = self.block_kwargs()
     if self.scan_layers:
       self.layers = nn.scan(
           block, variable_axes={"params": 0},
@@ -309,6 +338,40 @@ class Transformer(nn.Module):
                      for i in range(self.num_layers)]
     self.norm = RMSNorm(self.norm_eps, self.param_dtype)
     self.token_drop = nn.Dropout(self.token_dropout)
+
+  def block_kwargs(self) -> dict:
+    """The arguments of every Block (also used by the KV-cache decoder)."""
+    return dict(dim=self.dim, num_heads=self.num_heads, head_dim=self.head_dim,
+                mlp_dim=self.hidden_dim, causal=self.causal,
+                attn_dropout=self.attn_dropout, resid_dropout=self.resid_dropout,
+                mlp_dropout=self.mlp_dropout, norm_eps=self.norm_eps,
+                dtype=self.dtype, param_dtype=self.param_dtype)
+
+  def layer_params(self, params) -> list:
+    """Per-layer Block params, whether stored stacked (scan) or one per layer."""
+    if self.scan_layers:
+      return [jax.tree.map(lambda a, i=i: a[i], params["layers"])
+              for i in range(self.num_layers)]
+    return [params[f"layers_{i}"] for i in range(self.num_layers)]
+
+  def rope_table(self):
+    """[1 + grid^2, D/2, 2]: the zero-rotation class row, then every cell."""
+    return jnp.asarray(rope_2d_table(self.grid_size, self.head_dim,
+                                     self.rope_base))
+
+  def embed_class(self, labels):  # [B] -> [B,1,E] float32
+    return self.class_embed(labels)[:, None].astype(jnp.float32)
+
+  def embed_cells(self, tokens):
+    """AR cell inputs: tokens [B,T,N] -> [B,T,E] float32 (no class token)."""
+    n = self.num_subcodes
+    emb = [self.tok_embed[i](tokens[..., i]) for i in range(n)]  # N x [B,T,E]
+    x = self.proj(jnp.concatenate(emb, -1)) if n > 1 else emb[0]
+    return x.astype(jnp.float32)
+
+  def head(self, x):
+    """Final RMSNorm and the logits: x [B,S,E] residual -> see `logits`."""
+    return self.logits(self.norm(x).astype(jnp.float32))
 
   def _rope(self, cells: int):
     """[cells + 1, D/2, 2]: the zero class row, then the first cells cells."""
@@ -328,8 +391,7 @@ class Transformer(nn.Module):
     cls = self.class_embed(labels)[:, None]  # [B,1,E]
     rope = self._rope(t)
     if self.causal:
-      emb = [self.tok_embed[i](tokens[..., i]) for i in range(n)]  # N x [B,T,E]
-      x = self.proj(jnp.concatenate(emb, -1)) if n > 1 else emb[0]
+      x = self.embed_cells(tokens)
       x = jnp.concatenate([cls.astype(x.dtype), x], axis=1)  # [B,1+T,E]
     else:
       x = self.tok_embed(tokens)  # [B,T,N,E]

@@ -1,0 +1,192 @@
+"""Entry point: sample images from a trained generator.
+
+  python -m elm_jax.sample --config=configs/sample.py[:variant] \
+      --config.generator.checkpoint=GEN_WORKDIR --workdir=OUT
+
+Writes OUT/grid.png (a row per class) and OUT/samples.npz (num_samples
+class-balanced images under arr_0, labels under arr_1: the ADM evaluator's
+layout). Every global batch is sharded over all devices of all processes and
+stored in OUT/batches/ as soon as it is done; running the same command again
+resumes, skipping finished batches.
+"""
+
+import math
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+def validate(config) -> None:
+  """Config errors that can be found before anything is loaded."""
+  from elm_jax.configs_lib import require
+  require(bool(config.generator.checkpoint), "generator.checkpoint",
+          "empty; pass the workdir of an AR or MLM run "
+          "(--config.generator.checkpoint=DIR).")
+  require(config.batch_size > 0, "batch_size", "must be positive.")
+  require(config.num_samples >= 0, "num_samples", "must be >= 0.")
+  require(config.grid.per_class >= 0 and config.grid.classes >= 0, "grid",
+          "per_class and classes must be >= 0.")
+
+
+def balanced_labels(num_samples: int, num_classes: int):
+  """[0, 1, ..., C-1, 0, 1, ...]: N/C of each class, every batch mixed."""
+  import numpy as np
+  if num_samples % num_classes:
+    raise ValueError(
+        f"config.num_samples={num_samples} is not a multiple of the "
+        f"{num_classes} classes; class-balanced sampling needs one "
+        f"(e.g. {num_classes * math.ceil(num_samples / num_classes)}).")
+  return np.arange(num_samples, dtype=np.int32) % num_classes
+
+
+class Runner:
+  """Jitted, sharded sampler + decoder for one generator and setting."""
+
+  def __init__(self, config, gen, mesh, rules):
+    import jax
+    import jax.numpy as jnp
+    from elm_jax import sharding
+    from elm_jax.sampling import autoregressive, masked
+    from elm_jax.sampling.images import jit_decoder
+    from elm_jax.sampling.settings import SamplerSettings
+
+    self.gen, self.mesh = gen, mesh
+    self.settings = SamplerSettings(**config.sampler)
+    model = gen.model
+    length = model.grid_size ** 2 - int(model.causal)
+    abstract = jax.eval_shape(
+        model.init, jax.random.key(0),
+        jax.ShapeDtypeStruct((1, length, model.num_subcodes), jnp.int32),
+        jax.ShapeDtypeStruct((1,), jnp.int32))["params"]
+    param_sharding = sharding.tree_shardings(abstract, mesh, rules)
+    self.params = jax.device_put(gen.params, param_sharding)
+    self.tok_params = jax.device_put(gen.tokenizer.params,
+                                     sharding.replicated(mesh))
+    sample_fn = (autoregressive.sample if gen.stage == "ar" else masked.sample)
+    settings = self.settings
+    self.sampler = jax.jit(
+        lambda p, labels, rng: sample_fn(model, p, labels, rng, settings),
+        in_shardings=(param_sharding, sharding.batch_sharding(mesh, 1),
+                      sharding.replicated(mesh)),
+        out_shardings=sharding.batch_sharding(mesh, 3))
+    self.decoder = jit_decoder(
+        gen.tokenizer.model,
+        in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh, 3)),
+        out_shardings=sharding.batch_sharding(mesh, 4))
+    self.parallel = sharding.batch_parallelism(mesh)
+
+  def images(self, labels, rng):
+    """labels: numpy [B] (same on every process) -> numpy uint8 [B, H, W, 3]."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+    from elm_jax import sharding
+    b = len(labels)
+    padded = -(-b // self.parallel) * self.parallel
+    labels = np.concatenate([labels, np.zeros(padded - b, labels.dtype)])
+    global_labels = jax.make_array_from_callback(
+        labels.shape, sharding.batch_sharding(self.mesh, 1), lambda i: labels[i])
+    ids = self.sampler(self.params, global_labels, rng)
+    images = self.decoder(self.tok_params, ids)
+    return np.asarray(multihost_utils.process_allgather(images, tiled=True))[:b]
+
+
+def run(config, workdir: str) -> dict:
+  """Samples the grid and the npz; returns {"grid": path, "samples": path}."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from elm_jax import sharding
+  from elm_jax.sampling import generator_checkpoint, images as images_lib
+  from elm_jax.sampling import sample_store
+
+  gen = generator_checkpoint.load(config.generator.checkpoint,
+                                  config.generator.use_ema,
+                                  config.tokenizer.checkpoint)
+  num_classes = gen.model.num_classes
+  labels = balanced_labels(config.num_samples, num_classes)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(config.batch_size, mesh)
+  rules = tuple(tuple(r) for r in config.get("sharding_rules", None)
+                or sharding.DEFAULT_RULES)
+  chief = jax.process_index() == 0
+  settings = dict(generator=os.path.abspath(config.generator.checkpoint),
+                  generator_step=gen.step, use_ema=config.generator.use_ema,
+                  seed=config.seed, batch_size=config.batch_size,
+                  num_samples=config.num_samples, **dict(config.sampler))
+  os.makedirs(workdir, exist_ok=True)
+  store = sample_store.SampleStore(workdir, settings) if chief else None
+  out = {}
+  root = jax.random.key(config.seed)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    runner = Runner(config, gen, mesh, rules)
+    logging.info("Sampling %s step %d (%s) with %s", gen.stage, gen.step,
+                 config.generator.checkpoint, runner.settings)
+    if config.grid.per_class and config.grid.classes:
+      rows = min(config.grid.classes, num_classes)
+      classes = np.linspace(0, num_classes - 1, rows).round().astype(np.int32)
+      labels = np.repeat(classes, config.grid.per_class)
+      grid = runner.images(labels, jax.random.fold_in(root, -1 % 2**31))
+      if chief:
+        out["grid"] = os.path.join(workdir, sample_store.GRID)
+        sample_store.write_png(out["grid"], images_lib.tile(grid, rows))
+        logging.info("Wrote %s", out["grid"])
+    if config.num_samples:
+      out["samples"] = _sample_npz(config, runner, store, root, labels, chief)
+  return out
+
+
+def _sample_npz(config, runner, store, root, labels, chief):
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+  bs = config.batch_size
+  num_batches = -(-config.num_samples // bs)
+  done = np.array([chief and store.load_batch(i) is not None
+                   for i in range(num_batches)])
+  done = np.asarray(multihost_utils.broadcast_one_to_all(done)).astype(bool)
+  if done.any():
+    logging.info("Resuming: %d of %d batches are already done.", done.sum(),
+                 num_batches)
+  for i in np.flatnonzero(~done):
+    start = time.time()
+    batch_labels = labels[i * bs:(i + 1) * bs]
+    images = runner.images(batch_labels, jax.random.fold_in(root, int(i)))
+    if chief:
+      store.write_batch(int(i), images, batch_labels)
+    logging.info("Batch %d/%d: %.2f images/s", i + 1, num_batches,
+                 len(batch_labels) / (time.time() - start))
+  if not chief:
+    return ""
+  path = store.assemble(num_batches, config.num_samples)
+  logging.info("Wrote %s (%d samples)", path, config.num_samples)
+  return path
+
+
+def main(config, workdir: str) -> None:
+  from elm_jax.configs_lib import ConfigError
+  try:
+    validate(config)
+  except ConfigError as e:
+    sys.exit(f"Invalid config: {e}")
+  import jax
+  if config.jax_disable_most_optimizations:
+    jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    run(config, workdir)
+  except (ValueError, FileNotFoundError) as e:
+    logging.error("%s", e)
+    sys.exit(f"elm_jax.sample: {e}")
+
+
+if __name__ == "__main__":
+  # Flags are defined here, not at import, so this module can be imported
+  # beside elm_jax.main (which defines --config too).
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Config file, e.g. configs/sample.py:tiny.",
+      lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where the samples go.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value))

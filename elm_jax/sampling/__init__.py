@@ -1,0 +1,1 @@
+"""Sampling from the generators: KV-cache AR decoding and MaskGIT decoding."""

@@ -1,0 +1,60 @@
+"""Loads a trained (or converted) generator workdir and its tokenizer."""
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from elm_jax import checkpointing
+from elm_jax.models.transformer import Transformer, build_transformer
+from elm_jax.train import frozen_tokenizer
+
+
+@dataclasses.dataclass
+class Generator:
+  model: Transformer
+  params: Any  # host arrays
+  config: ml_collections.ConfigDict  # the generator run's config
+  tokenizer: frozen_tokenizer.FrozenTokenizer
+  step: int
+
+  @property
+  def stage(self) -> str:
+    return self.config.stage
+
+
+def load(workdir: str, use_ema: bool = True, tokenizer_dir: str = "") -> Generator:
+  """The latest checkpoint of an AR/MLM run in `workdir`.
+
+  tokenizer_dir overrides the tokenizer path stored in the run's config (a
+  relative path there is relative to where training was launched).
+  """
+  if not workdir:
+    raise ValueError("config.generator.checkpoint is empty; pass the workdir "
+                     "of an AR or MLM run (--config.generator.checkpoint=DIR).")
+  ckpt = checkpointing.Checkpointer(workdir, asynchronous=False)
+  step = ckpt.latest_step()
+  if step is None:
+    ckpt.close()
+    raise FileNotFoundError(
+        f"config.generator.checkpoint={workdir!r} holds no checkpoint; train "
+        "one with `python -m elm_jax.main --config=configs/ar.py ...` first.")
+  config = ml_collections.ConfigDict(ckpt.restore_config(step))
+  if config.get("stage") not in ("ar", "mlm"):
+    ckpt.close()
+    raise ValueError(f"{workdir} is a {config.get('stage')!r} run, not a "
+                     "generator (ar / mlm) run.")
+  state = ckpt.restore(step)
+  ckpt.close()
+  path = tokenizer_dir or config.tokenizer.checkpoint
+  try:
+    tokenizer = frozen_tokenizer.load(path)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+        f"{e} (the tokenizer of generator {workdir}; if it moved, pass "
+        "--config.tokenizer.checkpoint=DIR)") from e
+  model_kw = dict(config.model)
+  model_kw.update(bits=tokenizer.bits, grid_size=tokenizer.grid_size,
+                  causal=config.stage == "ar")
+  params = state["ema_params"] if use_ema else state["params"]
+  return Generator(build_transformer(model_kw), params, config, tokenizer, step)
