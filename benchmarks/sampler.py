@@ -1,0 +1,176 @@
+"""AR sampler throughput: the KV-cache scan sampler vs prefix recomputation.
+
+  python benchmarks/sampler.py                      # all tables below (CPU: ~15 min)
+  python benchmarks/sampler.py --json=out.json --tables=batch,length
+
+Tables (random weights; 2-8 split; float32; one device):
+  batch    images/s and tokens/s of the cached sampler at tiny and B for
+           batch 1, 8, 64 (256-token images, no guidance).
+  baseline the same model sampled as ELM does it: at every step the whole
+           prefix is run again (jitted full forwards, prefix lengths padded to
+           a multiple of 16 to bound compiles; compile time excluded), at
+           `--baseline_size`, batch 8, 256 tokens; and the speed-up.
+  length   per-token cost of the cached sampler for 64, 256, 1024-token
+           images (grid 8, 16, 32) at `--length_size`, batch 8.
+  roofline one decoding step at B, batch 8 with guidance (16 sequences):
+           measured time beside (weight bytes / measured memory bandwidth)
+           + (step FLOPs / measured float32 matmul peak).
+Compile time is excluded everywhere (a warm-up call first); times are the
+median of `--repeats` calls.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from elm_jax.models.transformer import SIZES, Transformer  # noqa: E402
+from elm_jax.sampling import autoregressive  # noqa: E402
+from elm_jax.sampling.settings import SamplerSettings  # noqa: E402
+
+
+def timed(fn, *args, repeats=3) -> float:
+  jax.block_until_ready(fn(*args))  # compile + warm up
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def build(size: str, grid: int, bits=16, subcodes=2):
+  layers, dim, heads = SIZES[size]
+  model = Transformer(num_layers=layers, dim=dim, num_heads=heads, bits=bits,
+                      num_subcodes=subcodes, grid_size=grid, num_classes=1000)
+  ids = jnp.zeros((1, grid * grid - 1, subcodes), jnp.int32)
+  params = jax.jit(lambda r: jax.tree.map(
+      lambda x: getattr(x, "value", x),
+      model.init(r, ids, jnp.zeros((1,), jnp.int32))["params"],
+      is_leaf=lambda x: hasattr(x, "value")))(jax.random.key(0))
+  # Non-zero heads, so sampling is not uniform noise.
+  params = jax.tree.map(lambda p: p + 0.02 * jax.random.normal(
+      jax.random.key(1), p.shape, p.dtype), params)
+  return model, params
+
+
+def cached_seconds(model, params, batch, settings, repeats):
+  fn = jax.jit(lambda p, l, r: autoregressive.sample(model, p, l, r, settings))
+  labels = jnp.arange(batch) % 1000
+  return timed(fn, params, labels, jax.random.key(0), repeats=repeats)
+
+
+def prefix_recompute_seconds(model, params, batch, repeats, bucket=16):
+  """ELM's way: a full forward over the prefix at every step (no cache)."""
+  length, n = model.grid_size ** 2, model.num_subcodes
+  labels = jnp.arange(batch) % 1000
+  forward = jax.jit(lambda p, ids: model.apply({"params": p}, ids, labels))
+  buckets = sorted({-(-max(t, 1) // bucket) * bucket for t in range(length)})
+  for b in buckets:  # compile every padded prefix length up front
+    forward(params, jnp.zeros((batch, min(b, length - 1), n), jnp.int32))
+
+  def run(key):
+    ids = np.zeros((batch, length, n), np.int32)
+    for t in range(length):
+      width = min(-(-max(t, 1) // bucket) * bucket, length - 1)
+      logits = forward(params, jnp.asarray(ids[:, :width]))  # [B, width+1, N, V]
+      step = jax.random.fold_in(key, t)
+      ids[:, t] = np.asarray(jax.random.categorical(step, logits[:, t]))
+    return ids
+
+  times = []
+  for i in range(repeats):
+    t0 = time.perf_counter()
+    run(jax.random.key(i))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def memory_bandwidth(repeats=5) -> float:
+  """Bytes/s of reading a 1 GiB float32 array (a jitted sum)."""
+  x = jnp.ones((2 ** 28,), jnp.float32)
+  fn = jax.jit(jnp.sum)
+  return x.nbytes / timed(fn, x, repeats=repeats)
+
+
+def matmul_peak(repeats=5) -> float:
+  a = jax.random.normal(jax.random.key(0), (2048, 2048), jnp.float32)
+  return 2 * 2048 ** 3 / timed(jax.jit(lambda x: x @ x), a, repeats=repeats)
+
+
+def non_embedding_params(params) -> int:
+  return sum(int(np.prod(x.shape)) for k, v in params.items()
+             if not k.startswith(("tok_embed", "class_embed"))
+             for x in jax.tree.leaves(v))
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--tables", default="batch,baseline,length,roofline")
+  p.add_argument("--sizes", default="tiny,B")
+  p.add_argument("--batches", default="1,8,64")
+  p.add_argument("--baseline_size", default="S")
+  p.add_argument("--length_size", default="B")
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--json", default="")
+  a = p.parse_args()
+  tables = a.tables.split(",")
+  plain = SamplerSettings(cfg_scale=1.0, top_k=0)
+  rows = []
+  print(f"JAX {jax.__version__} on {jax.devices()[0].device_kind}")
+
+  def emit(**row):
+    rows.append(row)
+    print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in row.items()), flush=True)
+
+  if "batch" in tables:
+    for size in a.sizes.split(","):
+      model, params = build(size, 16)
+      for batch in map(int, a.batches.split(",")):
+        sec = cached_seconds(model, params, batch, plain, a.repeats)
+        emit(table="batch", size=size, batch=batch, tokens=256, seconds=sec,
+             images_per_s=batch / sec, tokens_per_s=batch * 256 / sec)
+  if "baseline" in tables:
+    model, params = build(a.baseline_size, 16)
+    cached = cached_seconds(model, params, 8, plain, a.repeats)
+    recompute = prefix_recompute_seconds(model, params, 8, max(1, a.repeats - 2))
+    emit(table="baseline", size=a.baseline_size, batch=8, tokens=256,
+         cached_s=cached, prefix_recompute_s=recompute, speedup=recompute / cached)
+  if "length" in tables:
+    for grid in (8, 16, 32):
+      model, params = build(a.length_size, grid)
+      sec = cached_seconds(model, params, 8, plain, a.repeats)
+      emit(table="length", size=a.length_size, batch=8, tokens=grid * grid,
+           seconds=sec, tokens_per_s=8 * grid * grid / sec,
+           ms_per_token_step=1e3 * sec / (grid * grid))
+  if "roofline" in tables:
+    model, params = build("B", 16)
+    guided = SamplerSettings(cfg_scale=4.0, cfg_schedule="linear", top_k=0)
+    sec = cached_seconds(model, params, 8, guided, a.repeats) / 256
+    bandwidth, peak = memory_bandwidth(), matmul_peak()
+    weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+    flops = 2 * non_embedding_params(params) * 16  # 16 sequences, one token
+    flops += 4 * model.num_layers * model.dim * 256 * 16  # attention, full cache
+    bound = weight_bytes / bandwidth + flops / peak
+    emit(table="roofline", size="B", batch=8, guided=True, step_ms=1e3 * sec,
+         weights_mb=weight_bytes / 1e6, bandwidth_gbs=bandwidth / 1e9,
+         read_weights_ms=1e3 * weight_bytes / bandwidth, step_gflop=flops / 1e9,
+         peak_gflops=peak / 1e9, flops_at_peak_ms=1e3 * flops / peak,
+         bound_ms=1e3 * bound, within_bound=bool(sec <= bound))
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump(dict(jax=jax.__version__, device=jax.devices()[0].device_kind,
+                     rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
