@@ -326,7 +326,8 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
     check = ml_collections.ConfigDict(config.to_dict())  # no BAE to name
     check.tokenizer.checkpoint = "(none: LlamaGen's VQ tokenizer)"
   configs_lib.validate(check)
-  config_flag = spec.partition(":")[0] if spec != "--config" else "--config=FILE"
+  config_flag = ("--config=" + spec.partition(":")[0] if spec != "--config"
+                 else "--config=FILE")
   if kind == "elm-bae":
     architecture.check_bae(facts, config.model)
     state, stage = bae_state(sd, config, step)
