@@ -83,4 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size, c.total_steps = 16, 1700
     c.log_every, c.eval_every, c.checkpoint_every = 50, 850, 425
     c.eval = dict(batch_size=500, max_batches=2, full_at_end=True, use_ema=True)
+  # rFID (reconstructions vs inputs) beside PSNR/SSIM/LPIPS when set to the npz
+  # of `python -m elm_jax.evaluation.convert_inception`; "" skips it.
+  c.eval.inception_params = ""
   return c

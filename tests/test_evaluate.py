@@ -7,14 +7,17 @@ dataset batches, the device split, statistics caching, the scores, the files.
 
 import json
 import os
+import types
 
 import jax
 import numpy as np
 import pytest
 
-from elm_jax import evaluate, metrics
+from elm_jax import evaluate, metrics, sharding
 from elm_jax.data import sources, transforms
 from elm_jax.evaluation import convert_inception, fid, inception
+from elm_jax.train import frozen_tokenizer
+from elm_jax.train.bae import TokenizerStage
 
 N = 8
 
@@ -83,10 +86,23 @@ def test_scores_cache_outputs_and_reconstructions(tmp_path, random_inception, op
   assert got["precision"] < 1.0
   assert os.path.getmtime(cache) == mtime
 
-  # rFID of a (random) tokenizer from the same cache.
+  # rFID of a (random) tokenizer from the same cache ...
   got = evaluate.evaluate("", reconstruct=tiny_tokenizer_dir,
                           out_dir=str(tmp_path / "rfid"), **common)["metrics"]
   assert np.isfinite(got["fid"]) and got["fid"] > 0 and got["num_samples"] == N
+  # ... equals the tokenizer stage's own evaluation with config.eval.inception_params set.
+  tok = frozen_tokenizer.load(tiny_tokenizer_dir)
+  config = tok.config
+  config.eval.update(batch_size=N, max_batches=1, inception_params=random_inception,
+                     lpips=False)
+  stage = TokenizerStage(config)
+  mesh = sharding.make_mesh(config.mesh)
+  frozen = jax.device_put(stage.frozen(), sharding.replicated(mesh))
+  params = jax.device_put(tok.params, sharding.replicated(mesh))
+  scalars, _ = stage.evaluate(types.SimpleNamespace(ema_params=params), frozen,
+                              stage.eval_batches(full=False), mesh)
+  assert scalars["examples"] == N
+  assert scalars["rfid"] == pytest.approx(got["fid"], rel=1e-4)
 
   # A cache made from a different reference is refused, not silently used.
   with pytest.raises(ValueError, match="n=4"):

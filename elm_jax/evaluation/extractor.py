@@ -13,8 +13,9 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from elm_jax import sharding
 from elm_jax.evaluation import fid, inception
 
 
@@ -23,8 +24,8 @@ _features = jax.jit(inception.features)
 
 
 def default_mesh() -> Mesh:
-  """A 1-D mesh ("data") over all devices."""
-  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+  """The training layout with every device on "data" (so compiled features are shared)."""
+  return sharding.make_mesh({"data": -1})
 
 
 def _batch_axes(mesh: Mesh) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ Discriminator loss = [step >= disc_start] * hinge(D(x), D(sg(x_hat))).
 
 from typing import Any, Iterator
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -19,7 +20,8 @@ import numpy as np
 
 from elm_jax import sharding
 from elm_jax.data import pipeline
-from elm_jax.evaluation import recon
+from elm_jax.evaluation import extractor as inception_extractor
+from elm_jax.evaluation import fid, inception, recon
 from elm_jax.models import discriminator as disc_lib
 from elm_jax.models.bae import build_autoencoder
 from elm_jax.models.perceptual import LPIPS, load_lpips_params
@@ -55,6 +57,10 @@ class TokenizerStage:
     self.use_gan = config.loss.gan_weight > 0
     self.use_lpips = config.loss.perceptual_weight > 0
     self.eval_lpips = config.eval.get("lpips", True)
+    self.inception_params = config.eval.get("inception_params", "")
+    if not self.inception_params:
+      logging.info("rFID skipped: config.eval.inception_params is empty (convert the FID "
+                   "Inception with `python -m elm_jax.evaluation.convert_inception`).")
     self.disc = disc_lib.PatchDiscriminator(**config.loss.disc)
     self.lpips = LPIPS()
     self.tx_ae = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
@@ -78,9 +84,12 @@ class TokenizerStage:
                       model_state=model_state, rng=rng)
 
   def frozen(self) -> Any:
-    if not (self.use_lpips or self.eval_lpips):
-      return {}
-    return {"lpips": load_lpips_params(self.loss.lpips_weights or None)}
+    frozen = {}
+    if self.use_lpips or self.eval_lpips:
+      frozen["lpips"] = load_lpips_params(self.loss.lpips_weights or None)
+    if self.inception_params:
+      frozen["inception"] = inception.load_params(self.inception_params)
+    return frozen
 
   # ---------------------------------------------------------------- data
   def train_loader(self):
@@ -204,9 +213,15 @@ class TokenizerStage:
     params = state.ema_params if self.config.eval.use_ema else state.params["ae"]
     step = jax.jit(self._eval_step)
     total, stats, first = None, None, None
+    if "inception" in frozen:  # rFID: reconstructions vs inputs
+      real = inception_extractor.FeatureExtractor(frozen["inception"], mesh)
+      fake = inception_extractor.FeatureExtractor(frozen["inception"], mesh)
     for local in batches:
       batch = sharding.global_batch(local, mesh)
       sums, batch_stats, x_hat = step(params, batch, frozen)
+      if "inception" in frozen:
+        real.add(batch["image"], batch["mask"])
+        fake.add(to_uint8(x_hat), batch["mask"])
       if first is None:
         n = min(8, x_hat.shape[0])
         first = np.concatenate([np.asarray(batch["image"][:n]),
@@ -225,4 +240,8 @@ class TokenizerStage:
     else:
       out["code_entropy"] = float(stats.entropy())
     out["examples"] = count
+    if "inception" in frozen:
+      r, f = real.stats("inputs"), fake.stats("reconstructions")
+      out["rfid"] = fid.frechet_distance(f["mu"], f["sigma"], r["mu"], r["sigma"],
+                                         f["features"])
     return out, {"inputs_vs_reconstructions": first}
