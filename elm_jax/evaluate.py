@@ -175,6 +175,9 @@ def evaluate(samples: str, reference: str, inception_path: str, out_dir: str,
                      "(a tokenizer workdir).")
   if batch_size <= 0:
     raise ValueError(f"--batch_size={batch_size} must be positive.")
+  if jax.process_count() > 1:
+    raise ValueError("elm_jax.evaluate runs as one process (over all of its devices); start "
+                     "it on a single host.")
   dataset = parse_dataset(reference)
   params = inception.load_params(inception_path)
   mesh = extractor_lib.default_mesh()
