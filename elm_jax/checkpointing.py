@@ -56,7 +56,11 @@ class Checkpointer:
       abstract_state = self._on_local_device(step)
     items = dict(state=ocp.args.StandardRestore(abstract_state))
     if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+      if os.path.isdir(os.path.join(self.directory, str(step), "data")):
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+      else:  # e.g. a converted release: no input pipeline was saved.
+        logging.info("Checkpoint %s/%d has no data-iterator state; the input "
+                     "pipeline starts from its beginning.", self.directory, step)
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types for broken files.

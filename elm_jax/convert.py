@@ -225,20 +225,6 @@ def _has_checkpoint(workdir: str) -> bool:
   return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
 
 
-def _fresh_iterator(stage):
-  """The training data iterator before its first batch, or None (with why)."""
-  if stage is None:
-    return None
-  try:
-    return iter(stage.train_loader())
-  except Exception as e:  # data absent here: say so, save without it.
-    print(f"WARNING: no data-iterator state saved ({type(e).__name__}: {e}). "
-          "Sampling and loading work; for `elm_jax.main` to resume training "
-          "from this workdir, convert where config.data can be opened.",
-          file=sys.stderr)
-    return None
-
-
 def write_workdir(out: str, step: int, state, data_iter, config,
                   provenance: dict, overwrite: bool) -> str:
   """Saves the checkpoint under a temporary name, then renames it into `out`."""
@@ -330,14 +316,15 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
                  else "--config=FILE")
   if kind == "elm-bae":
     architecture.check_bae(facts, config.model)
-    state, stage = bae_state(sd, config, step)
+    state, _ = bae_state(sd, config, step)
   else:
     architecture.check_transformer(facts, config, config_flag)
-    state, stage = generator_state(kind, sd, config, facts, grid, step)
+    state, _ = generator_state(kind, sd, config, facts, grid, step)
   provenance = dict(src=os.path.abspath(src), kind=kind, step=step,
                     config=spec, notes=notes, bytes=os.path.getsize(src))
-  final = write_workdir(out, step, state, _fresh_iterator(stage), config,
-                        provenance, overwrite)
+  # No data-iterator state: a resumed run starts its input pipeline afresh
+  # (checkpointing.restore allows that), whatever its process count.
+  final = write_workdir(out, step, state, None, config, provenance, overwrite)
   import jax
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.ema_params))
   print(f"wrote {final}/{step}: {count:,} parameters ({kind})")

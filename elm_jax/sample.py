@@ -75,22 +75,30 @@ class Runner:
         gen.tokenizer.model,
         in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh, 3)),
         out_shardings=sharding.batch_sharding(mesh, 4))
-    self.parallel = sharding.batch_parallelism(mesh)
+    self.batch_size = config.batch_size
 
   def images(self, labels, rng):
-    """labels: numpy [B] (same on every process) -> numpy uint8 [B, H, W, 3]."""
+    """labels: numpy [n] (same on every process) -> numpy uint8 [n, H, W, 3].
+
+    Runs in chunks of exactly batch_size (the last one padded), so every
+    call uses one compiled program; chunk i draws from fold_in(rng, i).
+    """
     import jax
     import numpy as np
     from jax.experimental import multihost_utils
     from elm_jax import sharding
-    b = len(labels)
-    padded = -(-b // self.parallel) * self.parallel
-    labels = np.concatenate([labels, np.zeros(padded - b, labels.dtype)])
-    global_labels = jax.make_array_from_callback(
-        labels.shape, sharding.batch_sharding(self.mesh, 1), lambda i: labels[i])
-    ids = self.sampler(self.params, global_labels, rng)
-    images = self.decoder(self.tok_params, ids)
-    return np.asarray(multihost_utils.process_allgather(images, tiled=True))[:b]
+    bs, out = self.batch_size, []
+    for i, start in enumerate(range(0, len(labels), bs)):
+      chunk = labels[start:start + bs]
+      padded = np.concatenate([chunk, np.zeros(bs - len(chunk), chunk.dtype)])
+      global_labels = jax.make_array_from_callback(
+          padded.shape, sharding.batch_sharding(self.mesh, 1),
+          lambda idx, padded=padded: padded[idx])
+      ids = self.sampler(self.params, global_labels, jax.random.fold_in(rng, i))
+      images = self.decoder(self.tok_params, ids)
+      gathered = multihost_utils.process_allgather(images, tiled=True)
+      out.append(np.asarray(gathered)[:len(chunk)])
+    return np.concatenate(out)
 
 
 def run(config, workdir: str) -> dict:

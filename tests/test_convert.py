@@ -260,6 +260,7 @@ def test_resume_training_from_converted_ar(tmp_path, tokenizers):
       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Resuming from checkpoint" in proc.stderr
+  assert "has no data-iterator state" in proc.stderr
   rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
   assert [r["step"] for r in rows if "train/loss" in r] == [4]
   assert checkpointing.Checkpointer(str(out)).all_steps() == [3, 4]
