@@ -11,9 +11,11 @@
   python -m elm_jax.evaluate --reconstruct=workdirs/bae_fmnist --reference=fashion_mnist:test \
       --num_reference=2000 --inception=inception_fid.npz --out=workdirs/bae_fmnist/rfid
 
---reference: a path ending in .npz, or SOURCE:SPLIT for `elm_jax.data`
-(fashion_mnist:test, tfds:validation with --data_name/--data_path,
-folder:val with --data_path); dataset images are prepared as the evaluation
+--reference: an .npz of images under arr_0 (ADM's reference batches also
+store TF statistics beside them; the images win, so every number comes from
+this network), a statistics npz written by this command, or SOURCE:SPLIT for
+`elm_jax.data` (fashion_mnist:test, tfds:validation with
+--data_name/--data_path, folder:val with --data_path); dataset images are prepared as the evaluation
 pipeline does (Fashion-MNIST zero-padded to --image_size, default the
 samples' size). --reference_stats caches the reference's statistics (mu,
 sigma, spatial mu_s, sigma_s, pool features for precision/recall): read when
@@ -57,6 +59,12 @@ def load_images(path: str, limit: int = 0) -> np.ndarray:
                      "[N, H, W, 3] (ADM layout). Convert with np.clip(np.round(x * 255), 0, "
                      "255).astype(np.uint8) from [0, 1] floats, and repeat gray channels.")
   return images[:limit] if limit > 0 else images
+
+
+def _has_images(path: str) -> bool:
+  """ADM's reference batches hold images (arr_0) beside their statistics: use the images."""
+  with np.load(path) as data:
+    return "arr_0" in data.files
 
 
 def parse_dataset(spec: str) -> tuple[str, str] | None:
@@ -201,7 +209,7 @@ def evaluate(samples: str, reference: str, inception_path: str, out_dir: str,
     batches, count = dataset_batches(source, split, image_size, batch_size, num_reference,
                                      data_path, data_name)
     tag = f"{source}:{split}:n={count}:size={image_size}"
-  elif fid.is_stats_file(reference):
+  elif fid.is_stats_file(reference) and not _has_images(reference):
     batches, count, tag = None, 0, f"npz:{os.path.abspath(reference)}"
   else:
     ref_images = load_images(reference, num_reference)
