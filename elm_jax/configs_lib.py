@@ -141,10 +141,12 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
   else:  # Fashion-MNIST default.
     c.optim.update(lr=1e-3, warmup_steps=200, decay="cosine")
     c.ema.decay = 0.999
-    c.batch_size, c.total_steps = 16, 1500
-    c.optim.warmup_steps = 100
-    c.log_every, c.eval_every, c.checkpoint_every = 50, 500, 250
-    c.eval = dict(batch_size=500, max_batches=2, full_at_end=True, use_ema=True)
+    # About 1.6 s a step on 2 CPU cores (S: 3.8M parameters, 16 x 256 x 2
+    # sub-tokens): 800 steps fit in about 25 minutes.
+    c.batch_size, c.total_steps = 16, 800
+    c.optim.warmup_steps = 50
+    c.log_every, c.eval_every, c.checkpoint_every = 50, 400, 200
+    c.eval = dict(batch_size=250, max_batches=8, full_at_end=False, use_ema=True)
   return c
 
 
