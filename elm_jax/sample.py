@@ -135,8 +135,8 @@ def run(config, workdir: str) -> dict:
     if config.grid.per_class and config.grid.classes:
       rows = min(config.grid.classes, num_classes)
       classes = np.linspace(0, num_classes - 1, rows).round().astype(np.int32)
-      labels = np.repeat(classes, config.grid.per_class)
-      grid = runner.images(labels, jax.random.fold_in(root, -1 % 2**31))
+      grid_labels = np.repeat(classes, config.grid.per_class)
+      grid = runner.images(grid_labels, jax.random.fold_in(root, 2**31 - 1))
       if chief:
         out["grid"] = os.path.join(workdir, sample_store.GRID)
         sample_store.write_png(out["grid"], images_lib.tile(grid, rows))

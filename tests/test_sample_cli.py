@@ -33,7 +33,8 @@ def run_sample(gen_dir, out_dir, *overrides):
   cmd = [sys.executable, "-m", "elm_jax.sample", "--config=configs/sample.py:tiny",
          f"--config.generator.checkpoint={gen_dir}", f"--workdir={out_dir}",
          *overrides]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=600)
 
@@ -45,7 +46,8 @@ def ar_dir(tiny_tokenizer_dir, tmp_path_factory):
 
 def test_sample_writes_grid_and_adm_npz_and_resumes(ar_dir, tmp_path):
   out = str(tmp_path / "out")
-  first = run_sample(ar_dir, out)
+  # 8 devices, batches of 8: 20 samples = 8 + 8 + 4 (padded); grid 10 = 8 + 2.
+  first = run_sample(ar_dir, out, "--config.batch_size=8")
   assert first.returncode == 0, first.stderr[-3000:]
   with np.load(os.path.join(out, "samples.npz")) as f:
     images, labels = f["arr_0"], f["arr_1"]
@@ -59,14 +61,15 @@ def test_sample_writes_grid_and_adm_npz_and_resumes(ar_dir, tmp_path):
   os.remove(os.path.join(out, "batches", "000001.npz"))
   open(os.path.join(out, "batches", "000000.npz.tmp.123"), "wb").close()
   before = os.path.getmtime(os.path.join(out, "batches", "000000.npz"))
-  second = run_sample(ar_dir, out)
+  second = run_sample(ar_dir, out, "--config.batch_size=8")
   assert second.returncode == 0, second.stderr[-3000:]
-  assert "1 of 2 batches are already done" in second.stderr
+  assert "2 of 3 batches are already done" in second.stderr
   assert os.path.getmtime(os.path.join(out, "batches", "000000.npz")) == before
   with np.load(os.path.join(out, "samples.npz")) as f:
     np.testing.assert_array_equal(f["arr_0"], images)
   # Other settings in the same workdir are refused; the samples stay.
-  third = run_sample(ar_dir, out, "--config.sampler.top_k=3")
+  third = run_sample(ar_dir, out, "--config.batch_size=8",
+                     "--config.sampler.top_k=3")
   assert third.returncode != 0 and "sampler" not in third.stdout
   assert "other settings" in third.stderr and "top_k" in third.stderr
   with np.load(os.path.join(out, "samples.npz")) as f:
@@ -76,7 +79,7 @@ def test_sample_writes_grid_and_adm_npz_and_resumes(ar_dir, tmp_path):
 def test_sample_mlm_generator(tiny_tokenizer_dir, tmp_path):
   gen = make_generator("mlm", tiny_tokenizer_dir, str(tmp_path / "mlm"))
   out = str(tmp_path / "out")
-  proc = run_sample(gen, out, "--config.num_samples=10",
+  proc = run_sample(gen, out, "--config.num_samples=10", "--config.batch_size=8",
                     "--config.sampler.iterations=4")
   assert proc.returncode == 0, proc.stderr[-3000:]
   with np.load(os.path.join(out, "samples.npz")) as f:
