@@ -11,7 +11,8 @@ VARIANTS = {"bae": [None, "tiny", "imagenet", "imagenet,bits=20",
                     "tiny,quantizer=vq", "tiny,quantizer=lfq"],
             "ar": [None, "tiny", "imagenet,size=L,split=2-10",
                    "imagenet,size=2B,split=2-12"],
-            "mlm": [None, "tiny", "imagenet,size=L,split=1-16"]}
+            "mlm": [None, "tiny", "imagenet,size=L,split=1-16"],
+            "sample": [None, "tiny", "imagenet", "demo", "mlm"]}
 
 
 def test_every_config_file_is_covered():
@@ -22,6 +23,15 @@ def test_every_config_file_is_covered():
                                       for a in args])
 def test_validates(name, arg):
   config = get_config(name, arg)
+  if name == "sample":
+    from elm_jax import sample
+    from elm_jax.sampling.settings import SamplerSettings
+    with pytest.raises(configs_lib.ConfigError, match="generator.checkpoint"):
+      sample.validate(config)
+    config.generator.checkpoint = "/some/ar/workdir"
+    sample.validate(config)
+    SamplerSettings(**config.sampler)
+    return
   if name in ("ar", "mlm"):
     with pytest.raises(configs_lib.ConfigError, match="tokenizer.checkpoint"):
       configs_lib.validate(config)
