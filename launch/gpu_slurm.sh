@@ -48,18 +48,7 @@ workdir="$2"
 shift 2
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Shell-quotes words only where needed (readable dry runs, safe scripts).
-quote() {
-  local out=() w
-  for w in "$@"; do
-    if [[ "$w" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-      out+=("$w")
-    else
-      out+=("'${w//\'/\'\\\'\'}'")
-    fi
-  done
-  echo "${out[*]}"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 script="#!/usr/bin/env bash
 #SBATCH --job-name=elm_jax

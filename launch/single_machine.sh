@@ -28,25 +28,7 @@ workdir="$2"
 shift 2
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Shell-quotes words only where needed (readable dry runs, safe remote commands).
-quote() {
-  local out=() w
-  for w in "$@"; do
-    if [[ "$w" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-      out+=("$w")
-    else
-      out+=("'${w//\'/\'\\\'\'}'")
-    fi
-  done
-  echo "${out[*]}"
-}
-run() {
-  if [[ $dry_run == 1 ]]; then
-    quote "$@"
-  else
-    "$@"
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 cd "$repo"
 if [[ $install == 1 ]]; then

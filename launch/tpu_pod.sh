@@ -46,25 +46,7 @@ shift 2
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 where=(--zone="$zone")
 [[ -n "$project" ]] && where+=(--project="$project")
-# Shell-quotes words only where needed (readable dry runs, safe remote commands).
-quote() {
-  local out=() w
-  for w in "$@"; do
-    if [[ "$w" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-      out+=("$w")
-    else
-      out+=("'${w//\'/\'\\\'\'}'")
-    fi
-  done
-  echo "${out[*]}"
-}
-run() {
-  if [[ $dry_run == 1 ]]; then
-    quote "$@"
-  else
-    "$@"
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if [[ $create == 1 ]]; then
   run gcloud compute tpus tpu-vm create "$tpu" "${where[@]}" \
