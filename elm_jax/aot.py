@@ -40,21 +40,6 @@ _SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4",
 _SHAPES_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8",
               128: "8x16", 256: "16x16"}
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/ar.py:imagenet,size=2B,split=2-12.",
-    lock_config=True)
-_TOPOLOGY = flags.DEFINE_string(
-    "topology", None, "v5p-128, v4-64, v5e-256, v6e-64, v5p:4x4x4, or cpu.")
-_BATCH = flags.DEFINE_integer("batch", 0, "Global batch size (0: config.batch_size).")
-_HBM = flags.DEFINE_float("hbm_gib", 0.0, "Memory per chip (0: the chip's HBM).")
-_JSON = flags.DEFINE_string("json", "", "Also write the report to this JSON file.")
-_LIBTPU = flags.DEFINE_string("libtpu", "", "Folder holding the libtpu package.")
-_SAMPLE_BATCH = flags.DEFINE_integer(
-    "sample_batch", 0, "AR stages: also compile the sampler for this many "
-    "images (classifier-free guidance doubles the model batch); 0: skip.")
-flags.mark_flags_as_required(["config", "topology"])
-
-
 class DoesNotFit(RuntimeError):
   pass
 
@@ -352,6 +337,25 @@ def run(config, target: Target, json_path: str = "", sample_batch: int = 0) -> i
   return 0
 
 
+def define_flags() -> None:
+  """Defines the command's flags (only when run, so that importing this module
+  beside elm_jax.main, which has a --config too, works)."""
+  global _CONFIG, _TOPOLOGY, _BATCH, _HBM, _JSON, _LIBTPU, _SAMPLE_BATCH
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Config file, e.g. configs/ar.py:imagenet,size=2B,split=2-12.",
+      lock_config=True)
+  _TOPOLOGY = flags.DEFINE_string(
+      "topology", None, "v5p-128, v4-64, v5e-256, v6e-64, v5p:4x4x4, or cpu.")
+  _BATCH = flags.DEFINE_integer("batch", 0, "Global batch size (0: config.batch_size).")
+  _HBM = flags.DEFINE_float("hbm_gib", 0.0, "Memory per chip (0: the chip's HBM).")
+  _JSON = flags.DEFINE_string("json", "", "Also write the report to this JSON file.")
+  _LIBTPU = flags.DEFINE_string("libtpu", "", "Folder holding the libtpu package.")
+  _SAMPLE_BATCH = flags.DEFINE_integer(
+      "sample_batch", 0, "AR stages: also compile the sampler for this many "
+      "images (classifier-free guidance doubles the model batch); 0: skip.")
+  flags.mark_flags_as_required(["config", "topology"])
+
+
 def main(argv):
   del argv
   target = parse_topology(_TOPOLOGY.value, _HBM.value)
@@ -378,4 +382,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

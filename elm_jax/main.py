@@ -11,17 +11,27 @@ from ml_collections import config_flags
 
 from elm_jax import configs_lib, distributed
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/bae.py:tiny.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, summaries.")
-flags.mark_flags_as_required(["config", "workdir"])
-# Multi-process runs: all three, or none to detect SLURM / TPU (distributed.py).
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", "", "HOST:PORT of process 0's coordinator.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in the run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process, 0..N-1.")
-_LOCAL_DEVICES = flags.DEFINE_string(
-    "local_device_ids", "", "Comma-separated local devices of this process.")
+
+def define_flags() -> dict:
+  """Defines this command's flags (only when run as the command, so that
+  modules with a --config flag of their own can be imported beside it)."""
+  f = dict(
+      config=config_flags.DEFINE_config_file(
+          "config", None, "Config file, e.g. configs/bae.py:tiny.",
+          lock_config=True),
+      workdir=flags.DEFINE_string("workdir", None,
+                                  "Checkpoints, logs, summaries."),
+      # Multi-process runs: all three, or none to detect SLURM / TPU
+      # (distributed.py).
+      coordinator=flags.DEFINE_string(
+          "coordinator_address", "", "HOST:PORT of process 0's coordinator."),
+      num_processes=flags.DEFINE_integer("num_processes", 0,
+                                         "Processes in the run."),
+      process_id=flags.DEFINE_integer("process_id", -1, "This process, 0..N-1."),
+      local_devices=flags.DEFINE_string(
+          "local_device_ids", "", "Comma-separated local devices of this process."))
+  flags.mark_flags_as_required(["config", "workdir"])
+  return f
 
 
 def make_stage(config):
@@ -38,18 +48,17 @@ def make_stage(config):
   raise configs_lib.ConfigError(f"config.stage: {config.stage!r} has no trainer.")
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
+def main(f: dict) -> None:
+  config = f["config"].value
   try:
     configs_lib.validate(config)
   except configs_lib.ConfigError as e:
     logging.error("%s", e)
     sys.exit(f"Invalid config: {e}")
   try:  # before any other jax use
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                           _PROCESS_ID.value,
-                           distributed.parse_device_ids(_LOCAL_DEVICES.value))
+    distributed.initialize(f["coordinator"].value, f["num_processes"].value,
+                           f["process_id"].value,
+                           distributed.parse_device_ids(f["local_devices"].value))
   except ValueError as e:
     sys.exit(str(e))
   import jax  # after flag parsing: platform flags are honoured.
@@ -60,8 +69,9 @@ def main(argv):
   logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
                jax.default_backend(), jax.device_count(), jax.process_index(),
                jax.process_count())
-  loop.train_and_evaluate(config, _WORKDIR.value, make_stage(config))
+  loop.train_and_evaluate(config, f["workdir"].value, make_stage(config))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _FLAGS = define_flags()
+  app.run(lambda argv: main(_FLAGS))

@@ -15,6 +15,7 @@ from absl import app, flags  # noqa: E402
 from elm_jax import main as elm_main  # noqa: E402
 
 _DUMP = flags.DEFINE_string("dump", None, "Where to write params_<process>.npz.")
+_MAIN_FLAGS = elm_main.define_flags()
 
 
 def run(argv):
@@ -29,7 +30,8 @@ def run(argv):
     return captured["state"]
 
   loop.train_and_evaluate = capture
-  elm_main.main(argv)
+  del argv
+  elm_main.main(_MAIN_FLAGS)
   local = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(captured["state"].params):
     shards = [np.asarray(s.data) for s in leaf.addressable_shards]
