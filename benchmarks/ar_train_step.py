@@ -53,12 +53,12 @@ def model_flops(model: Transformer, params, batch: int, seq: int) -> float:
   return dense + attention
 
 
-def measure(size, batch, dtype, steps, split=(2, 10), grid=16):
+def measure(size, batch, dtype, steps, split=(2, 10), grid=16, scan_layers=None):
   layers, dim, heads = SIZES[size]
   n, k = split
   model = Transformer(num_layers=layers, dim=dim, num_heads=heads, bits=n * k,
                       num_subcodes=n, grid_size=grid, dtype=DTYPES[dtype],
-                      scan_layers=layers > 4)
+                      scan_layers=layers > 4 if scan_layers is None else scan_layers)
   seq = grid * grid
   rng = jax.random.PRNGKey(0)
   ids = jax.random.randint(rng, (batch, seq, n), 0, 2 ** k)
@@ -104,8 +104,11 @@ def main():
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
   p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--scan_layers", default="auto", choices=["auto", "true", "false"],
+                 help="auto: scan the layers above 4 (the configs' choice)")
   p.add_argument("--json", default="")
   args = p.parse_args()
+  scan = None if args.scan_layers == "auto" else args.scan_layers == "true"
   peak = matmul_peak(DTYPES[args.dtype])
   print(f"device {jax.devices()[0].device_kind}; {args.dtype} jnp.dot peak "
         f"{peak / 1e12:.3f} TFLOP/s")
@@ -113,7 +116,7 @@ def main():
         f"{'TFLOP/step':>11}{'TFLOP/s':>9}{'MFU':>7}")
   rows = []
   for size in args.sizes.split(","):
-    r = measure(size, args.batch, args.dtype, args.steps)
+    r = measure(size, args.batch, args.dtype, args.steps, scan_layers=scan)
     r["peak_tflops"] = peak / 1e12
     r["mfu"] = r["achieved_tflops"] / r["peak_tflops"]
     rows.append(r)

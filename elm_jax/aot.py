@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -307,9 +306,18 @@ def overflow(report: dict) -> str:
       f"{p['program']} needs {_gib(p['memory']['total'])} GiB per chip "
       f"(temporaries {_gib(p['memory']['temporaries'])}, arguments "
       f"{_gib(p['memory']['arguments'])}) but a {report['chip']} chip has "
-      f"{_gib(hbm)} GiB: shard the state (--config.mesh.fsdp=-1 "
-      "--config.mesh.data=1), add --config.model.remat=full, lower the batch "
-      "or use more chips" for p in over)
+      f"{_gib(hbm)} GiB: {FIX}" for p in over)
+
+
+def compile_refused(config, target: Target, chips: int, message: str) -> dict:
+  """The report when XLA stops compiling because the program cannot fit."""
+  first = message.strip().splitlines()[0]
+  return dict(stage=config.stage, topology=target.name, chip=target.chip,
+              chips=chips, mesh=dict(config.mesh), batch=config.batch_size,
+              remat=config.model.get("remat", "none"),
+              dtype=config.model.get("dtype", ""),
+              hbm_bytes=int(target.hbm_gib * GIB) if target.hbm_gib else 0,
+              error=f"the {target.chip} compiler ran out of memory ({first}): {FIX}")
 
 
 def write_json(path: str, report: dict) -> None:
@@ -322,12 +330,22 @@ def write_json(path: str, report: dict) -> None:
   os.replace(f.name, path)
 
 
+FIX = ("shard the state (--config.mesh.fsdp=-1 --config.mesh.data=1), add "
+       "--config.model.remat=full, lower the batch or use more chips")
+
+
 def run(config, target: Target, json_path: str = "", sample_batch: int = 0) -> int:
   """Compiles, prints the report; 0 if it fits, 1 (with the message) if not."""
   devices = target_devices(target)
-  report = compile_train_step(config, target, devices, sample_batch)
-  print(format_report(report))
-  problem = overflow(report)
+  try:
+    report = compile_train_step(config, target, devices, sample_batch)
+  except RuntimeError as e:  # the TPU compiler itself refuses what cannot fit
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    report = compile_refused(config, target, len(devices), str(e))
+  else:
+    print(format_report(report))
+  problem = report.get("error") or overflow(report)
   report["fits"] = not problem
   if json_path:
     write_json(json_path, report)

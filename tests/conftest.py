@@ -13,21 +13,43 @@ jax.config.update("jax_disable_most_optimizations", True)
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def tiny_tokenizer_dir(tmp_path_factory):
-  """A configs/bae.py:tiny checkpoint (random weights, 8-bit codes, 16x16 grid)."""
+def save_random_run(config, workdir: str, step: int = 1) -> str:
+  """Saves a freshly initialised run of `config` as a training run would."""
   import json
+  from elm_jax import checkpointing, sharding
+  from elm_jax.main import make_stage
+
+  state = sharding.unbox(jax.jit(make_stage(config).init)(jax.random.PRNGKey(0)))
+  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt.save(step, state, None, json.loads(config.to_json_best_effort()))
+  ckpt.close()
+  return workdir
+
+
+def tiny_config(stage_name: str, arg: str):
   import sys
   sys.path.insert(0, os.path.dirname(__file__))
   from config_loading import get_config
-  from elm_jax import checkpointing, sharding
-  from elm_jax.train.bae import TokenizerStage
+  return get_config(stage_name, arg)
 
-  config = get_config("bae", "tiny")
+
+def save_tiny_generator(stage_name: str, tokenizer_dir: str, workdir: str) -> str:
+  """A random-weight configs/<ar|mlm>.py:tiny run (2-4 split) over the tokenizer."""
+  config = tiny_config(stage_name, "tiny,split=2-4")
+  config.tokenizer.checkpoint = tokenizer_dir
+  return save_random_run(config, workdir, step=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory):
+  """A configs/bae.py:tiny checkpoint (random weights, 8-bit codes, 16x16 grid)."""
+  config = tiny_config("bae", "tiny")
   config.loss.gan_weight = 0.0
-  state = sharding.unbox(jax.jit(TokenizerStage(config).init)(jax.random.PRNGKey(0)))
-  workdir = str(tmp_path_factory.mktemp("tokenizer"))
-  ckpt = checkpointing.Checkpointer(workdir)
-  ckpt.save(1, state, None, json.loads(config.to_json_best_effort()))
-  ckpt.close()
-  return workdir
+  return save_random_run(config, str(tmp_path_factory.mktemp("tokenizer")))
+
+
+@pytest.fixture(scope="session")
+def tiny_ar_dir(tiny_tokenizer_dir, tmp_path_factory):
+  """A configs/ar.py:tiny checkpoint (random weights) over tiny_tokenizer_dir."""
+  return save_tiny_generator("ar", tiny_tokenizer_dir,
+                             str(tmp_path_factory.mktemp("ar")))

@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from config_loading import get_config
-from elm_jax import analyze, checkpointing, sharding
+from elm_jax import analyze
 from elm_jax.evaluation import analysis
 from elm_jax.models.transformer import Transformer
 
@@ -60,22 +59,8 @@ def test_attention_distance_on_constructed_weights():
   assert maps[1][1, 0] == 1.0 and maps[1].sum() == 1.0 and maps[0][1, 1] == 1.0
 
 
-@pytest.fixture(scope="module")
-def generator_dir(tmp_path_factory, tiny_tokenizer_dir):
-  """A configs/ar.py:tiny checkpoint (random weights) over the tiny tokenizer."""
-  from elm_jax.train.ar import ARStage
-  config = get_config("ar", "tiny,split=2-4")
-  config.tokenizer.checkpoint = tiny_tokenizer_dir
-  state = sharding.unbox(jax.jit(ARStage(config).init)(jax.random.PRNGKey(0)))
-  workdir = str(tmp_path_factory.mktemp("generator"))
-  ckpt = checkpointing.Checkpointer(workdir)
-  ckpt.save(1, state, None, json.loads(config.to_json_best_effort()))
-  ckpt.close()
-  return workdir
-
-
-def test_captured_weights_are_causal_distributions_and_leave_logits_alone(generator_dir):
-  stage, params, _ = analyze.load_generator(generator_dir)
+def test_captured_weights_are_causal_distributions_and_leave_logits_alone(tiny_ar_dir):
+  stage, params, _ = analyze.load_generator(tiny_ar_dir)
   model = stage.model
   tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 20, model.num_subcodes), 0,
                               model.vocab_size)
@@ -91,7 +76,7 @@ def test_captured_weights_are_causal_distributions_and_leave_logits_alone(genera
 
 
 def test_commands_write_numbers_plots_and_tensorboard(tmp_path, tiny_tokenizer_dir,
-                                                      generator_dir):
+                                                      tiny_ar_dir):
   out = str(tmp_path / "analysis")
   got = analyze.token_randomness(tiny_tokenizer_dir, 16, out)
   image = next(v for k, v in got.items() if k.startswith("image tokens"))
@@ -100,7 +85,7 @@ def test_commands_write_numbers_plots_and_tensorboard(tmp_path, tiny_tokenizer_d
   assert text["tokens"] > 100_000 and text["unigram_kl"] > 1.0
   assert json.load(open(os.path.join(out, "token_randomness.json"))) == got
 
-  res = analyze.attention(generator_dir, 4, out, query_cell=(8, 8))
+  res = analyze.attention(tiny_ar_dir, 4, out, query_cell=(8, 8))
   assert len(res["mean_distance_per_layer"]) == 2
   assert all(0.0 < d < 16 * math.sqrt(2) for d in res["mean_distance_per_layer"])
   assert np.array(res["mean_distance_per_head"]).shape == (2, 2)

@@ -90,6 +90,30 @@ def test_cpu_compile_report_and_overflow_exit(tmp_path, tiny_tokenizer_dir, caps
   assert "yes" in aot.format_report(report)
 
 
+def test_compiler_out_of_memory_is_reported_as_overflow(tmp_path, monkeypatch, capsys):
+  """A TPU compile that XLA refuses for lack of HBM still gives a report."""
+  def refuse(*args):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total "
+                       "memory required for HLO temporaries (53.39G) exceeds "
+                       "available HBM (30.75G).\nmore detail")
+  monkeypatch.setattr(aot, "compile_train_step", refuse)
+  config = get_config("ar", "tiny,split=2-4")
+  config.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
+  out = str(tmp_path / "refused.json")
+  assert aot.run(config, aot.parse_topology("cpu", hbm_gib=32), out) == 1
+  err = capsys.readouterr().err
+  assert "DOES NOT FIT" in err and "53.39G" in err and "--config.mesh.fsdp=-1" in err
+  report = json.load(open(out))
+  assert report["fits"] is False and report["mesh"]["data"] == -1
+  assert "ran out of memory" in report["error"]
+
+  def broken(*args):
+    raise RuntimeError("INTERNAL: something else")
+  monkeypatch.setattr(aot, "compile_train_step", broken)
+  with pytest.raises(RuntimeError, match="INTERNAL"):  # not mistaken for a fit
+    aot.run(config, aot.parse_topology("cpu", hbm_gib=32), out)
+
+
 def _libtpu_dir():
   spec = importlib.util.find_spec("libtpu")
   if spec is not None:

@@ -1,6 +1,5 @@
 """Every config validates; impossible ones fail naming the field."""
 
-import pathlib
 
 import pytest
 

@@ -3,7 +3,6 @@
 import os
 
 import grain
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

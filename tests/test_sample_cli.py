@@ -1,32 +1,17 @@
 """`python -m elm_jax.sample` end to end, its files, and resuming."""
 
-import json
 import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from config_loading import get_config
-from elm_jax import checkpointing, sharding
+from conftest import save_tiny_generator
 from elm_jax.sampling import sample_store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def make_generator(stage_name, tokenizer_dir, workdir):
-  """A random-weight configs/<stage>.py:tiny run saved like a trained one."""
-  from elm_jax.main import make_stage
-  config = get_config(stage_name, "tiny,split=2-4")
-  config.tokenizer.checkpoint = tokenizer_dir
-  stage = make_stage(config)
-  state = sharding.unbox(jax.jit(stage.init)(jax.random.PRNGKey(0)))
-  ckpt = checkpointing.Checkpointer(workdir)
-  ckpt.save(3, state, None, json.loads(config.to_json_best_effort()))
-  ckpt.close()
-  return workdir
 
 
 def run_sample(gen_dir, out_dir, *overrides):
@@ -39,15 +24,10 @@ def run_sample(gen_dir, out_dir, *overrides):
                         timeout=600)
 
 
-@pytest.fixture(scope="module")
-def ar_dir(tiny_tokenizer_dir, tmp_path_factory):
-  return make_generator("ar", tiny_tokenizer_dir, str(tmp_path_factory.mktemp("ar")))
-
-
-def test_sample_writes_grid_and_adm_npz_and_resumes(ar_dir, tmp_path):
+def test_sample_writes_grid_and_adm_npz_and_resumes(tiny_ar_dir, tmp_path):
   out = str(tmp_path / "out")
   # 8 devices, batches of 8: 20 samples = 8 + 8 + 4 (padded); grid 10 = 8 + 2.
-  first = run_sample(ar_dir, out, "--config.batch_size=8")
+  first = run_sample(tiny_ar_dir, out, "--config.batch_size=8")
   assert first.returncode == 0, first.stderr[-3000:]
   with np.load(os.path.join(out, "samples.npz")) as f:
     images, labels = f["arr_0"], f["arr_1"]
@@ -61,14 +41,14 @@ def test_sample_writes_grid_and_adm_npz_and_resumes(ar_dir, tmp_path):
   os.remove(os.path.join(out, "batches", "000001.npz"))
   open(os.path.join(out, "batches", "000000.npz.tmp.123"), "wb").close()
   before = os.path.getmtime(os.path.join(out, "batches", "000000.npz"))
-  second = run_sample(ar_dir, out, "--config.batch_size=8")
+  second = run_sample(tiny_ar_dir, out, "--config.batch_size=8")
   assert second.returncode == 0, second.stderr[-3000:]
   assert "2 of 3 batches are already done" in second.stderr
   assert os.path.getmtime(os.path.join(out, "batches", "000000.npz")) == before
   with np.load(os.path.join(out, "samples.npz")) as f:
     np.testing.assert_array_equal(f["arr_0"], images)
   # Other settings in the same workdir are refused; the samples stay.
-  third = run_sample(ar_dir, out, "--config.batch_size=8",
+  third = run_sample(tiny_ar_dir, out, "--config.batch_size=8",
                      "--config.sampler.top_k=3")
   assert third.returncode != 0 and "sampler" not in third.stdout
   assert "other settings" in third.stderr and "top_k" in third.stderr
@@ -77,7 +57,7 @@ def test_sample_writes_grid_and_adm_npz_and_resumes(ar_dir, tmp_path):
 
 
 def test_sample_mlm_generator(tiny_tokenizer_dir, tmp_path):
-  gen = make_generator("mlm", tiny_tokenizer_dir, str(tmp_path / "mlm"))
+  gen = save_tiny_generator("mlm", tiny_tokenizer_dir, str(tmp_path / "mlm"))
   out = str(tmp_path / "out")
   proc = run_sample(gen, out, "--config.num_samples=10", "--config.batch_size=8",
                     "--config.sampler.iterations=4")
@@ -86,7 +66,7 @@ def test_sample_mlm_generator(tiny_tokenizer_dir, tmp_path):
     assert f["arr_0"].shape == (10, 32, 32, 3)
 
 
-def test_sample_errors_name_the_fix(ar_dir, tiny_tokenizer_dir, tmp_path):
+def test_sample_errors_name_the_fix(tiny_ar_dir, tiny_tokenizer_dir, tmp_path):
   from elm_jax import configs_lib, sample
   config = get_config("sample", "tiny")
   with pytest.raises(configs_lib.ConfigError, match="generator.checkpoint"):
@@ -97,7 +77,7 @@ def test_sample_errors_name_the_fix(ar_dir, tiny_tokenizer_dir, tmp_path):
   config.generator.checkpoint = tiny_tokenizer_dir
   with pytest.raises(ValueError, match="not a generator"):
     sample.run(config, str(tmp_path / "b"))
-  config.generator.checkpoint, config.num_samples = ar_dir, 15
+  config.generator.checkpoint, config.num_samples = tiny_ar_dir, 15
   with pytest.raises(ValueError, match="multiple of the 10 classes"):
     sample.run(config, str(tmp_path / "c"))
   assert not os.path.exists(tmp_path / "c" / "samples.npz")
