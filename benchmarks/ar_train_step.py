@@ -29,8 +29,9 @@ from elm_jax.models.transformer import SIZES, Transformer, next_token_loss  # no
 from elm_jax.train import optim  # noqa: E402
 
 
-def matmul_peak(dtype, repeats=5) -> float:
-  """FLOP/s of a large square jnp.dot (median of `repeats`)."""
+def matmul_peak(dtype, repeats=10) -> float:
+  """FLOP/s of a large square jnp.dot: the fastest of `repeats` (a peak; a
+  median would let a noisy machine inflate the MFU)."""
   n = 2048 if jax.default_backend() == "cpu" else 8192
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
   f = jax.jit(lambda x, y: x @ y)
@@ -40,7 +41,7 @@ def matmul_peak(dtype, repeats=5) -> float:
     t = time.perf_counter()
     f(a, a).block_until_ready()
     times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / statistics.median(times)
+  return 2 * n ** 3 / min(times)
 
 
 def model_flops(model: Transformer, params, batch: int, seq: int) -> float:

@@ -14,7 +14,8 @@ Tables (random weights; 2-8 split; float32; one device):
            images (grid 8, 16, 32) at `--length_size`, batch 8.
   roofline one decoding step at B, batch 8 with guidance (16 sequences):
            measured time beside (weight bytes / measured memory bandwidth)
-           + (step FLOPs / measured float32 matmul peak).
+           + (step FLOPs / measured float32 matmul peak), and beside the
+           step's weight matmuls alone at 16 rows (matmuls_only_ms).
 Compile time is excluded everywhere (a warm-up call first); times are the
 median of `--repeats` calls.
 """
@@ -106,6 +107,25 @@ def matmul_peak(repeats=5) -> float:
   return 2 * 2048 ** 3 / timed(jax.jit(lambda x: x @ x), a, repeats=repeats)
 
 
+def matmuls_only_seconds(model, params, rows: int, repeats: int) -> float:
+  """One decoding step's weight matmuls alone (rows x each layer's qkv, out,
+  w1, w3, w2 in sequence, then the heads), nothing else: the floor that
+  XLA's small-M matmuls put under a decoding step on this device."""
+  layers = model.layer_params(params)
+  mats = [[p["attention"]["qkv"]["kernel"], p["attention"]["out"]["kernel"],
+           p["feed_forward"]["w1"]["kernel"], p["feed_forward"]["w3"]["kernel"],
+           p["feed_forward"]["w2"]["kernel"]] for p in layers]
+  heads = [params[f"head_{i}"]["kernel"] for i in range(model.num_subcodes)]
+
+  def chain(x, mats, heads):  # x [rows, E]
+    for qkv, out, w1, w3, w2 in mats:
+      x = x + (x @ qkv)[:, :x.shape[1]] @ out
+      x = x + (jax.nn.silu(x @ w1) * (x @ w3)) @ w2
+    return [x @ h for h in heads]
+  x = jnp.ones((rows, model.dim), jnp.float32) * 0.01
+  return timed(jax.jit(chain), x, mats, heads, repeats=repeats)
+
+
 def non_embedding_params(params) -> int:
   return sum(int(np.prod(x.shape)) for k, v in params.items()
              if not k.startswith(("tok_embed", "class_embed"))
@@ -161,7 +181,9 @@ def main():
     flops = 2 * non_embedding_params(params) * 16  # 16 sequences, one token
     flops += 4 * model.num_layers * model.dim * 256 * 16  # attention, full cache
     bound = weight_bytes / bandwidth + flops / peak
+    matmuls = matmuls_only_seconds(model, params, 16, max(a.repeats, 5))
     emit(table="roofline", size="B", batch=8, guided=True, step_ms=1e3 * sec,
+         matmuls_only_ms=1e3 * matmuls,
          weights_mb=weight_bytes / 1e6, bandwidth_gbs=bandwidth / 1e9,
          read_weights_ms=1e3 * weight_bytes / bandwidth, step_gflop=flops / 1e9,
          peak_gflops=peak / 1e9, flops_at_peak_ms=1e3 * flops / peak,

@@ -174,30 +174,26 @@ class Attention(nn.Module):
   def project_out(self, o):  # [B,S,H,D] -> [B,S,E]
     return _flat_dense(self.out, o.reshape(*o.shape[:2], -1))
 
-  def decode(self, x, rope, cache_k, cache_v, index, kv_len: int | None = None):
+  def decode(self, x, rope, cache_k, cache_v, index):
     """Cached attention for S new positions index..index+S-1 (inference).
 
     x [B,S,E], rope [S,D/2,2], cache_k/v [B,T,H,D] -> (out [B,S,E], cache_k,
     cache_v) with the new keys/values written at `index` in place.
-    kv_len (static): attend to the first kv_len cache slots only; the caller
-    guarantees index + S <= kv_len, so decoding early positions does not read
-    the cache's unwritten tail.
     """
     q, k, v = self.project_qkv(x, rope)
     cache_k = jax.lax.dynamic_update_slice_in_dim(
         cache_k, k.astype(cache_k.dtype), index, axis=1)
     cache_v = jax.lax.dynamic_update_slice_in_dim(
         cache_v, v.astype(cache_v.dtype), index, axis=1)
-    s, t = x.shape[1], kv_len or cache_k.shape[1]
-    keys, values = cache_k[:, :t], cache_v[:, :t]  # [B,t,H,D]
+    s, t = x.shape[1], cache_k.shape[1]
     # Query index+i sees keys 0..index+i (causal) or all written keys.
     last = index + (jnp.arange(s)[:, None] if self.causal else s - 1)
-    mask = jnp.arange(t)[None, :] <= last  # [S, t]
+    mask = jnp.arange(t)[None, :] <= last  # [S, T]
     if s == 1:
-      o = single_query_attention(q, keys, values, mask[0][None, :, None],
+      o = single_query_attention(q, cache_k, cache_v, mask[0][None, :, None],
                                  dtype=self.dtype)
     else:
-      o = dot_product_attention(q, keys, values, mask, dtype=self.dtype)
+      o = dot_product_attention(q, cache_k, cache_v, mask, dtype=self.dtype)
     return self.project_out(o), cache_k, cache_v
 
   def __call__(self, x, rope, deterministic: bool = True):
@@ -261,13 +257,13 @@ class Block(nn.Module):
     x = x + self.mlp_drop(h, deterministic=deterministic)
     return _constrain(x), None
 
-  def decode(self, x, rope, cache_k, cache_v, index, kv_len: int | None = None):
+  def decode(self, x, rope, cache_k, cache_v, index):
     """Inference with a KV cache (see Attention.decode); no dropout.
 
     x [B,S,E] -> (x [B,S,E], cache_k, cache_v [B,T,H,D]).
     """
     h, cache_k, cache_v = self.attention.decode(
-        self.attention_norm(x), rope, cache_k, cache_v, index, kv_len)
+        self.attention_norm(x), rope, cache_k, cache_v, index)
     x = x + h
     x = x + self.feed_forward(self.ffn_norm(x))
     return x, cache_k, cache_v

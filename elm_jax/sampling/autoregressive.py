@@ -2,15 +2,13 @@
 
 `sample(model, params, labels, rng, settings)` is pure: the class token and
 then every cell are fed one position at a time through `lax.scan` over the
-grid^2 positions (a few consecutive scans, see kv_cache.segments), carrying
-the KV cache and the last sampled cell. Step t
+grid^2 positions, carrying the KV cache and the last sampled cell. Step t
 feeds position t (t = 0: the class token; else cell t-1) and draws all N
 sub-codes of cell t at once from guided, temperature-scaled, top-k/top-p
 filtered logits. With guidance the conditional and the unconditional (null
 class) sequences form one batch of 2B.
 """
 
-import functools
 from typing import Any
 
 import jax
@@ -42,13 +40,13 @@ def sample(model: Transformer, params: Any, labels, rng,
   layer_params = model.layer_params(params)
   cache = kv_cache.init_cache(model, batch_labels.shape[0])
 
-  def step(carry, t, kv_len):
+  def step(carry, t):
     cache, prev = carry  # prev [B,1,N]: the cell sampled at step t-1
     cells = model.apply({"params": params}, guidance.double(prev, guided),
                         method=Transformer.embed_cells)  # [B',1,E]
     x = jnp.where(t == 0, cls, cells)
     logits, cache = kv_cache.cached_forward(model, params, layer_params, x,
-                                            cache, t, kv_len)
+                                            cache, t)
     raw = logits[:, 0]  # [B',N,V]
     guided_logits = guidance.guide(raw, settings, t, length)
     filtered = filter_logits(guided_logits, settings.temperature,
@@ -57,12 +55,8 @@ def sample(model: Transformer, params: Any, labels, rng,
     out = (cell, raw) if return_logits else cell
     return (cache, cell[:, None]), out
 
-  carry, outs = (cache, jnp.zeros((b, 1, n), jnp.int32)), []
-  for start, end in kv_cache.segments(length):  # attention cut at `end`
-    carry, out = jax.lax.scan(functools.partial(step, kv_len=end), carry,
-                              jnp.arange(start, end))
-    outs.append(out)
-  out = jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
+  init = (cache, jnp.zeros((b, 1, n), jnp.int32))
+  _, out = jax.lax.scan(step, init, jnp.arange(length))
   if return_logits:
     cells, logits = out
     return cells.transpose(1, 0, 2), logits.transpose(1, 0, 2, 3)
