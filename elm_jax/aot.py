@@ -223,17 +223,23 @@ def compile_train_step(config, target: Target, devices, sample_batch: int = 0
       report["sampler"] = _compile_sampler(stage, unboxed, state_sharding, mesh,
                                            sample_batch)
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(unboxed.params))
-  report.update(
-      stage=config.stage, topology=target.name, chip=target.chip,
-      chips=len(devices), mesh=dict(mesh.shape), batch=config.batch_size,
-      remat=config.model.get("remat", "none"), dtype=config.model.get("dtype", ""),
-      parameters=params, hbm_bytes=int(target.hbm_gib * GIB) if target.hbm_gib else 0)
+  report.update(describe_run(config, target, len(devices), dict(mesh.shape)),
+                parameters=params)
   report["flops_per_step"] = report["flops_per_chip"] * len(devices)
   if config.stage in ("ar", "mlm"):
     report["model_flops_per_step"] = transformer_train_flops(
         params, config.batch_size, stage.length * (1 if stage.causal else stage.num_subcodes),
         config.model.num_layers, config.model.dim)
   return report
+
+
+def describe_run(config, target: Target, chips: int, mesh: dict) -> dict:
+  """The report's fields that say what was compiled, for what."""
+  return dict(stage=config.stage, topology=target.name, chip=target.chip,
+              chips=chips, mesh=mesh, batch=config.batch_size,
+              remat=config.model.get("remat", "none"),
+              dtype=config.model.get("dtype", ""),
+              hbm_bytes=int(target.hbm_gib * GIB) if target.hbm_gib else 0)
 
 
 def transformer_train_flops(params: int, batch: int, seq: int, layers: int,
@@ -295,6 +301,10 @@ def format_report(report: dict) -> str:
   return "\n".join(lines)
 
 
+FIX = ("shard the state (--config.mesh.fsdp=-1 --config.mesh.data=1), add "
+       "--config.model.remat=full, lower the batch or use more chips")
+
+
 def overflow(report: dict) -> str:
   """'' when every program fits the chip, else a message naming the overflow."""
   hbm = report["hbm_bytes"]
@@ -312,11 +322,7 @@ def overflow(report: dict) -> str:
 def compile_refused(config, target: Target, chips: int, message: str) -> dict:
   """The report when XLA stops compiling because the program cannot fit."""
   first = message.strip().splitlines()[0]
-  return dict(stage=config.stage, topology=target.name, chip=target.chip,
-              chips=chips, mesh=dict(config.mesh), batch=config.batch_size,
-              remat=config.model.get("remat", "none"),
-              dtype=config.model.get("dtype", ""),
-              hbm_bytes=int(target.hbm_gib * GIB) if target.hbm_gib else 0,
+  return dict(describe_run(config, target, chips, dict(config.mesh)),
               error=f"the {target.chip} compiler ran out of memory ({first}): {FIX}")
 
 
@@ -328,10 +334,6 @@ def write_json(path: str, report: dict) -> None:
                                    suffix=".tmp") as f:
     json.dump(report, f, indent=1)
   os.replace(f.name, path)
-
-
-FIX = ("shard the state (--config.mesh.fsdp=-1 --config.mesh.data=1), add "
-       "--config.model.remat=full, lower the batch or use more chips")
 
 
 def run(config, target: Target, json_path: str = "", sample_batch: int = 0) -> int:

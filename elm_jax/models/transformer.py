@@ -73,28 +73,31 @@ def _init(axes, std: float | None = 0.02):
   return nn.with_logical_partitioning(base, axes)
 
 
+class TokenDense(nn.Dense):
+  """nn.Dense over x [..., E] as one 2D matmul, one row per token.
+
+  The same parameters and numbers; XLA:CPU turns the weight gradient of a
+  [B,S,E] dense into transposed copies of the [B,S,F] activations (slow
+  strided loops, about a sixth of a B-size train step), which this avoids.
+  """
+
+  @nn.compact
+  def __call__(self, x):
+    y = super().__call__(x.reshape(-1, x.shape[-1]))
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 def _dense(features: int, axes, name: str, dtype: Dtype, param_dtype: Dtype,
            std: float | None = 0.02, use_bias: bool = False) -> nn.Dense:
-  return nn.Dense(features, use_bias=use_bias, kernel_init=_init(axes, std),
-                  bias_init=_init((axes[-1],), None), dtype=dtype,
-                  param_dtype=param_dtype, name=name)
+  return TokenDense(features, use_bias=use_bias, kernel_init=_init(axes, std),
+                    bias_init=_init((axes[-1],), None), dtype=dtype,
+                    param_dtype=param_dtype, name=name)
 
 
 def _embed(rows: int, dim: int, name: str, dtype: Dtype,
            param_dtype: Dtype) -> nn.Embed:
   return nn.Embed(rows, dim, embedding_init=_init(("vocab", "embed")),
                   dtype=dtype, param_dtype=param_dtype, name=name)
-
-
-def _flat_dense(layer: nn.Dense, x):
-  """layer(x) with x [..., E] flattened to one row per token for the matmul.
-
-  The same numbers; XLA:CPU turns the weight gradient of a [B,S,E] dense
-  into transposed copies of the [B,S,F] activations (slow strided loops,
-  about a sixth of a B-size train step), which the 2D form avoids.
-  """
-  y = layer(x.reshape(-1, x.shape[-1]))
-  return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 def _constrain(x):  # no-op unless logical axis rules are active
@@ -166,13 +169,12 @@ class Attention(nn.Module):
   def project_qkv(self, x, rope):
     """x [B,S,E], rope [S,D/2,2] -> q, k, v [B,S,H,D] (q, k rotated)."""
     b, s, _ = x.shape
-    qkv = _flat_dense(self.qkv, x).reshape(b, s, 3, self.num_heads,
-                                           self.head_dim)
+    qkv = self.qkv(x).reshape(b, s, 3, self.num_heads, self.head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     return apply_rope(q, rope), apply_rope(k, rope), v
 
   def project_out(self, o):  # [B,S,H,D] -> [B,S,E]
-    return _flat_dense(self.out, o.reshape(*o.shape[:2], -1))
+    return self.out(o.reshape(*o.shape[:2], -1))
 
   def decode(self, x, rope, cache_k, cache_v, index):
     """Cached attention for S new positions index..index+S-1 (inference).
@@ -218,10 +220,10 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x):  # [B,S,E] -> [B,S,E]
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    gate = _flat_dense(_dense(self.mlp_dim, ("embed", "mlp"), "w1", **kw), x)
-    up = _flat_dense(_dense(self.mlp_dim, ("embed", "mlp"), "w3", **kw), x)
+    gate = _dense(self.mlp_dim, ("embed", "mlp"), "w1", **kw)(x)
+    up = _dense(self.mlp_dim, ("embed", "mlp"), "w3", **kw)(x)
     h = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "seq", "mlp"))
-    return _flat_dense(_dense(self.dim, ("mlp", "embed"), "w2", **kw), h)
+    return _dense(self.dim, ("mlp", "embed"), "w2", **kw)(h)
 
 
 class Block(nn.Module):
@@ -277,8 +279,8 @@ class MlmHead(nn.Module):
 
   @nn.compact
   def __call__(self, h, table):  # h [B,S,E], table [V+1,E] -> [B,S,V+1]
-    h = _flat_dense(_dense(self.dim, ("embed", "mlp"), "fc", jnp.float32,
-                           self.param_dtype, use_bias=True), h.astype(jnp.float32))
+    h = _dense(self.dim, ("embed", "mlp"), "fc", jnp.float32, self.param_dtype,
+               use_bias=True)(h.astype(jnp.float32))
     h = nn.gelu(h, approximate=False)
     h = nn.LayerNorm(self.norm_eps, dtype=jnp.float32, use_fast_variance=False,
                      param_dtype=self.param_dtype, name="ln",
@@ -398,7 +400,7 @@ class Transformer(nn.Module):
     """AR cell inputs: tokens [B,T,N] -> [B,T,E] float32 (no class token)."""
     n = self.num_subcodes
     emb = [self.tok_embed[i](tokens[..., i]) for i in range(n)]  # N x [B,T,E]
-    x = _flat_dense(self.proj, jnp.concatenate(emb, -1)) if n > 1 else emb[0]
+    x = self.proj(jnp.concatenate(emb, -1)) if n > 1 else emb[0]
     return x.astype(jnp.float32)
 
   def head(self, x):
@@ -446,7 +448,7 @@ class Transformer(nn.Module):
     """h [B,S,E] -> AR [B,S,N,V]; MLM [B,S/N - 1,N,V] (class slots dropped)."""
     n, v = self.num_subcodes, self.vocab_size
     if self.causal:
-      return jnp.stack([_flat_dense(head, h) for head in self.heads], axis=2)
+      return jnp.stack([head(h) for head in self.heads], axis=2)
     full = self.mlm_head(h, self.tok_embed.embedding)  # [B,S,V+1]
     return full[:, n:, :v].reshape(h.shape[0], -1, n, v)
 
