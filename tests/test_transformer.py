@@ -10,7 +10,8 @@ import pytest
 
 from elm_jax import sharding, tokens
 from elm_jax.models.rope import apply_rope, rope_2d_table
-from elm_jax.models.transformer import Transformer, cross_entropy
+from elm_jax.models.transformer import (Transformer, cross_entropy,
+                                        single_query_attention)
 
 TINY = dict(num_layers=2, dim=64, num_heads=2, head_dim=32, num_classes=10,
             bits=8, num_subcodes=2, grid_size=4)
@@ -190,6 +191,24 @@ def test_every_param_has_logical_axes_and_runs_sharded():
     out = jax.jit(model.apply)(variables, toks, labels)
   np.testing.assert_allclose(out, model.apply(variables, toks, labels),
                              atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [3, 4, 5, 10, 128])
+def test_single_query_attention_reads_the_prefix_in_blocks(block):
+  """Blocked online softmax == a dense softmax over keys 0..last, for every
+  last, with blocks that divide T (5), do not (3, 4: the shifted final
+  block) and cover it (10, 128); keys past `last` hold garbage."""
+  rng = np.random.default_rng(0)
+  q, k, v = (rng.normal(size=s).astype(np.float32)
+             for s in [(2, 1, 3, 4), (2, 10, 3, 4), (2, 10, 3, 4)])
+  fn = jax.jit(lambda last: single_query_attention(q, k, v, last,
+                                                   block=block))
+  for last in range(10):
+    logits = np.einsum("bhd,bthd->bht", q[:, 0], k[:, :last + 1]) / 2.0
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    want = np.einsum("bht,bthd->bhd", w, v[:, :last + 1])[:, None]
+    np.testing.assert_allclose(fn(last), want, rtol=1e-5, atol=1e-6)
 
 
 def test_cross_entropy_weights():
