@@ -6,8 +6,10 @@
 The step is the real one (ELM AR loss, AdamW with clipping) on random
 sub-code ids, batch x 256 positions (2-10 split). MFU = model FLOPs per step
 (6 x non-embedding params x tokens + 12 x layers x width x sequence^2 x batch
-for attention) / step time / peak, where peak is a large jnp.dot measured in
-the same run with the same dtype.
+for attention) / step time / peak, where peak is a large jnp.dot with the same
+dtype measured just before each timed step (a shared or throttled machine
+drifts between minutes; each step is set against the rate of its moment),
+and MFU is the median over the timed steps.
 """
 
 import argparse
@@ -29,12 +31,15 @@ from elm_jax.models.transformer import SIZES, Transformer, next_token_loss  # no
 from elm_jax.train import optim  # noqa: E402
 
 
+_MATMUL = jax.jit(jnp.matmul)
+
+
 def matmul_peak(dtype, repeats=10) -> float:
   """FLOP/s of a large square jnp.dot: the fastest of `repeats` (a peak; a
   median would let a noisy machine inflate the MFU)."""
   n = 2048 if jax.default_backend() == "cpu" else 8192
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
-  f = jax.jit(lambda x, y: x @ y)
+  f = _MATMUL
   f(a, a).block_until_ready()
   times = []
   for _ in range(repeats):
@@ -85,17 +90,22 @@ def measure(size, batch, dtype, steps, split=(2, 10), grid=16, scan_layers=None)
   compile_s = time.perf_counter() - t0
   state, loss = compiled(state, ids, labels, rng)
   loss.block_until_ready()
-  times = []
+  times, peaks = [], []
   for _ in range(steps):
+    peaks.append(matmul_peak(DTYPES[dtype], repeats=3))
     t = time.perf_counter()
     state, loss = compiled(state, ids, labels, rng)
     loss.block_until_ready()
     times.append(time.perf_counter() - t)
   sec = statistics.median(times)
   flops = model_flops(model, params, batch, seq)
+  mfus = [flops / t / p for t, p in zip(times, peaks)]
   return dict(size=size, batch=batch, dtype=dtype, seq=seq, compile_s=compile_s,
-              step_s=sec, tokens_per_s=batch * seq / sec,
+              step_s=sec, step_s_all=times, tokens_per_s=batch * seq / sec,
               model_tflop_per_step=flops / 1e12, achieved_tflops=flops / sec / 1e12,
+              peak_tflops=statistics.median(peaks) / 1e12,
+              peak_tflops_all=[p / 1e12 for p in peaks],
+              mfu=statistics.median(mfus), mfu_all=mfus,
               device=jax.devices()[0].device_kind)
 
 
@@ -110,20 +120,17 @@ def main():
   p.add_argument("--json", default="")
   args = p.parse_args()
   scan = None if args.scan_layers == "auto" else args.scan_layers == "true"
-  peak = matmul_peak(DTYPES[args.dtype])
-  print(f"device {jax.devices()[0].device_kind}; {args.dtype} jnp.dot peak "
-        f"{peak / 1e12:.3f} TFLOP/s")
+  print(f"device {jax.devices()[0].device_kind}; {args.dtype}")
   print(f"{'size':<6}{'batch':>6}{'compile s':>10}{'step s':>9}{'tokens/s':>11}"
-        f"{'TFLOP/step':>11}{'TFLOP/s':>9}{'MFU':>7}")
+        f"{'TFLOP/step':>11}{'TFLOP/s':>9}{'peak':>8}{'MFU':>7}  MFU per step")
   rows = []
   for size in args.sizes.split(","):
     r = measure(size, args.batch, args.dtype, args.steps, scan_layers=scan)
-    r["peak_tflops"] = peak / 1e12
-    r["mfu"] = r["achieved_tflops"] / r["peak_tflops"]
     rows.append(r)
     print(f"{size:<6}{args.batch:>6}{r['compile_s']:>10.1f}{r['step_s']:>9.3f}"
           f"{r['tokens_per_s']:>11.0f}{r['model_tflop_per_step']:>11.3f}"
-          f"{r['achieved_tflops']:>9.3f}{r['mfu']:>7.1%}", flush=True)
+          f"{r['achieved_tflops']:>9.3f}{r['peak_tflops']:>8.3f}{r['mfu']:>7.1%}  "
+          + " ".join(f"{m:.1%}" for m in r["mfu_all"]), flush=True)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(rows, f, indent=1)

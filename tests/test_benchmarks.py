@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end at tiny sizes and write their JSON."""
+
+import json
+import os
+import runpy
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(name, args, monkeypatch):
+  monkeypatch.setattr(sys, "argv", [name] + args)
+  runpy.run_path(os.path.join(ROOT, "benchmarks", name), run_name="__main__")
+
+
+def test_ar_train_step_reports_mfu_per_step(tmp_path, monkeypatch, capsys):
+  out = tmp_path / "ar.json"
+  run_script("ar_train_step.py", ["--sizes=tiny", "--steps=2",
+                                  f"--json={out}"], monkeypatch)
+  (row,) = json.loads(out.read_text())
+  assert row["size"] == "tiny" and len(row["mfu_all"]) == 2
+  assert len(row["peak_tflops_all"]) == 2 and row["peak_tflops"] > 0
+  # MFU is the median of the per-step ratios to the peak measured beside them.
+  for t, p, m in zip(row["step_s_all"], row["peak_tflops_all"], row["mfu_all"]):
+    assert m == pytest.approx(row["model_tflop_per_step"] / t / p)
+  assert 0 < row["mfu"] < 1.5
+  assert "MFU per step" in capsys.readouterr().out
+
+
+def test_sampler_batch_table(tmp_path, monkeypatch):
+  out = tmp_path / "sampler.json"
+  run_script("sampler.py", ["--tables=batch", "--sizes=tiny", "--batches=2",
+                            "--repeats=1", f"--json={out}"], monkeypatch)
+  (row,) = json.loads(out.read_text())["rows"]
+  assert (row["table"], row["size"], row["batch"], row["tokens"]) == (
+      "batch", "tiny", 2, 256)
+  assert row["images_per_s"] == pytest.approx(2 / row["seconds"])
