@@ -26,27 +26,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from benchmarks.device_rates import matmul_peak  # noqa: E402
 from elm_jax.models import DTYPES  # noqa: E402
 from elm_jax.models.transformer import SIZES, Transformer, next_token_loss  # noqa: E402
 from elm_jax.train import optim  # noqa: E402
-
-
-_MATMUL = jax.jit(jnp.matmul)
-
-
-def matmul_peak(dtype, repeats=10) -> float:
-  """FLOP/s of a large square jnp.dot: the fastest of `repeats` (a peak; a
-  median would let a noisy machine inflate the MFU)."""
-  n = 2048 if jax.default_backend() == "cpu" else 8192
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
-  f = _MATMUL
-  f(a, a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a, a).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / min(times)
 
 
 def model_flops(model: Transformer, params, batch: int, seq: int) -> float:

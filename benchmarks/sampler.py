@@ -17,7 +17,8 @@ Tables (random weights; 2-8 split; float32; one device):
            + (step FLOPs / measured float32 matmul peak), and beside the
            step's weight matmuls alone at 16 rows (matmuls_only_ms).
 Compile time is excluded everywhere (a warm-up call first); times are the
-median of `--repeats` calls.
+median of `--repeats` calls; the matmul peak and the bandwidth are the
+fastest of their calls (benchmarks/device_rates.py).
 """
 
 import argparse
@@ -33,19 +34,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.device_rates import (call_seconds, matmul_peak,  # noqa: E402
+                                     memory_bandwidth)
 from elm_jax.models.transformer import SIZES, Transformer  # noqa: E402
 from elm_jax.sampling import autoregressive  # noqa: E402
 from elm_jax.sampling.settings import SamplerSettings  # noqa: E402
 
 
 def timed(fn, *args, repeats=3) -> float:
-  jax.block_until_ready(fn(*args))  # compile + warm up
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+  return statistics.median(call_seconds(fn, *args, repeats=repeats))
 
 
 def build(size: str, grid: int, bits=16, subcodes=2):
@@ -93,18 +90,6 @@ def prefix_recompute_seconds(model, params, batch, repeats, bucket=16):
     run(jax.random.key(i))
     times.append(time.perf_counter() - t0)
   return statistics.median(times)
-
-
-def memory_bandwidth(repeats=5) -> float:
-  """Bytes/s of reading a 1 GiB float32 array (a jitted sum)."""
-  x = jnp.ones((2 ** 28,), jnp.float32)
-  fn = jax.jit(jnp.sum)
-  return x.nbytes / timed(fn, x, repeats=repeats)
-
-
-def matmul_peak(repeats=5) -> float:
-  a = jax.random.normal(jax.random.key(0), (2048, 2048), jnp.float32)
-  return 2 * 2048 ** 3 / timed(jax.jit(lambda x: x @ x), a, repeats=repeats)
 
 
 def matmuls_only_seconds(model, params, rows: int, repeats: int) -> float:
