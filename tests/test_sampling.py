@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from elm_jax.models.transformer import Transformer
-from elm_jax.sampling import autoregressive, masked, schedules
+from elm_jax.sampling import autoregressive, kv_cache, masked, schedules
 from elm_jax.sampling.logits_filter import filter_logits, top_k_filter, top_p_filter
 from elm_jax.sampling.settings import SamplerSettings
 
@@ -46,6 +46,30 @@ def test_cached_logits_equal_full_forward_at_every_step(scan_layers):
   full = model.apply({"params": params}, jnp.concatenate([tokens, tokens])[:, :-1],
                      both)  # [6, 16, 2, 16]: position s sees cells < s
   np.testing.assert_allclose(logits, full, atol=1e-5, rtol=0)
+
+
+def test_cached_forward_over_several_positions_at_once():
+  """Chunks of 1, 4 and 11 positions through the cache (a prefill, then
+  steps) give the full forward's logits: the multi-query decode path."""
+  model = tiny(grid=4)
+  params = random_params(model)
+  labels = jnp.array([2, 5])
+  cells = jax.random.randint(jax.random.key(4), (2, 15, 2), 0, 16)
+  full = model.apply({"params": params}, cells, labels)  # [2, 16, 2, 16]
+  x = jnp.concatenate([
+      model.apply({"params": params}, labels, method=Transformer.embed_class),
+      model.apply({"params": params}, cells, method=Transformer.embed_cells),
+  ], axis=1)  # [2, 16, E]: class token, then cells 0..14
+  cache = kv_cache.init_cache(model, 2)
+  layers = model.layer_params(params)
+  outs, start = [], 0
+  for size in (1, 4, 11):
+    logits, cache = kv_cache.cached_forward(model, params, layers,
+                                            x[:, start:start + size], cache,
+                                            start)
+    outs.append(logits)
+    start += size
+  np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=1e-5, rtol=0)
 
 
 def test_top_k_1_without_guidance_is_greedy_decoding():
