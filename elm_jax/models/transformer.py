@@ -217,13 +217,13 @@ class Attention(nn.Module):
         cache_k, k.astype(cache_k.dtype), index, axis=1)
     cache_v = jax.lax.dynamic_update_slice_in_dim(
         cache_v, v.astype(cache_v.dtype), index, axis=1)
-    s, t = x.shape[1], cache_k.shape[1]
+    s = x.shape[1]
     if s == 1:  # one query: keys 0..index either way
       o = single_query_attention(q, cache_k, cache_v, index, dtype=self.dtype)
     else:
       # Query index+i sees keys 0..index+i (causal) or all written keys.
       last = index + (jnp.arange(s)[:, None] if self.causal else s - 1)
-      mask = jnp.arange(t)[None, :] <= last  # [S, T]
+      mask = jnp.arange(cache_k.shape[1])[None, :] <= last  # [S, T]
       o = dot_product_attention(q, cache_k, cache_v, mask, dtype=self.dtype)
     return self.project_out(o), cache_k, cache_v
 
