@@ -16,6 +16,9 @@ Tables (random weights; 2-8 split; float32; one device):
            measured time beside (weight bytes / measured memory bandwidth)
            + (step FLOPs / measured float32 matmul peak), and beside the
            step's weight matmuls alone at 16 rows (matmuls_only_ms).
+  cpu_dots the B weight matmuls alone at 2..64 rows with XLA:CPU's default
+           (YNNPACK) dots and with Eigen dots: the measurement behind
+           autoregressive.compiler_options (CPU only).
 Compile time is excluded everywhere (a warm-up call first); times are the
 median of `--repeats` calls; the matmul peak and the bandwidth are the
 fastest of their calls (benchmarks/device_rates.py).
@@ -61,7 +64,7 @@ def build(size: str, grid: int, bits=16, subcodes=2):
 
 
 def cached_seconds(model, params, batch, settings, repeats):
-  fn = jax.jit(lambda p, l, r: autoregressive.sample(model, p, l, r, settings))
+  fn = autoregressive.jit_sampler(model, settings, batch=batch)  # as sample.py
   labels = jnp.arange(batch) % 1000
   return timed(fn, params, labels, jax.random.key(0), repeats=repeats)
 
@@ -92,7 +95,8 @@ def prefix_recompute_seconds(model, params, batch, repeats, bucket=16):
   return statistics.median(times)
 
 
-def matmuls_only_seconds(model, params, rows: int, repeats: int) -> float:
+def matmuls_only_seconds(model, params, rows: int, repeats: int,
+                         options=None) -> float:
   """One decoding step's weight matmuls alone (rows x each layer's qkv, out,
   w1, w3, w2 in sequence, then the heads), nothing else: the floor that
   XLA's small-M matmuls put under a decoding step on this device."""
@@ -108,7 +112,10 @@ def matmuls_only_seconds(model, params, rows: int, repeats: int) -> float:
       x = x + (jax.nn.silu(x @ w1) * (x @ w3)) @ w2
     return [x @ h for h in heads]
   x = jnp.ones((rows, model.dim), jnp.float32) * 0.01
-  return timed(jax.jit(chain), x, mats, heads, repeats=repeats)
+  if options is None:
+    options = autoregressive.compiler_options(rows, jax.default_backend())
+  fn = jax.jit(chain, compiler_options=options)
+  return timed(fn, x, mats, heads, repeats=repeats)
 
 
 def non_embedding_params(params) -> int:
@@ -119,11 +126,13 @@ def non_embedding_params(params) -> int:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--tables", default="batch,baseline,length,roofline")
+  p.add_argument("--tables",
+                 default="batch,baseline,length,roofline,cpu_dots")
   p.add_argument("--sizes", default="tiny,B")
   p.add_argument("--batches", default="1,8,64")
   p.add_argument("--baseline_size", default="S")
   p.add_argument("--length_size", default="B")
+  p.add_argument("--dot_rows", default="2,4,8,16,32,64")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--json", default="")
   a = p.parse_args()
@@ -173,6 +182,16 @@ def main():
          read_weights_ms=1e3 * weight_bytes / bandwidth, step_gflop=flops / 1e9,
          peak_gflops=peak / 1e9, flops_at_peak_ms=1e3 * flops / peak,
          bound_ms=1e3 * bound, within_bound=bool(sec <= bound))
+  if "cpu_dots" in tables and jax.default_backend() == "cpu":
+    model, params = build("B", 16)
+    eigen = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    for rows in map(int, a.dot_rows.split(",")):
+      ynn_s = matmuls_only_seconds(model, params, rows, max(a.repeats, 5), {})
+      eigen_s = matmuls_only_seconds(model, params, rows, max(a.repeats, 5),
+                                     eigen)
+      chosen = autoregressive.compiler_options(rows, "cpu")
+      emit(table="cpu_dots", size="B", rows=rows, ynnpack_ms=1e3 * ynn_s,
+           eigen_ms=1e3 * eigen_s, sampler_uses="eigen" if chosen else "ynnpack")
   if a.json:
     with open(a.json, "w") as f:
       json.dump(dict(jax=jax.__version__, device=jax.devices()[0].device_kind,

@@ -64,13 +64,18 @@ class Runner:
     self.params = jax.device_put(gen.params, param_sharding)
     self.tok_params = jax.device_put(gen.tokenizer.params,
                                      sharding.replicated(mesh))
-    sample_fn = (autoregressive.sample if gen.stage == "ar" else masked.sample)
     settings = self.settings
-    self.sampler = jax.jit(
-        lambda p, labels, rng: sample_fn(model, p, labels, rng, settings),
+    shardings = dict(
         in_shardings=(param_sharding, sharding.batch_sharding(mesh, 1),
                       sharding.replicated(mesh)),
         out_shardings=sharding.batch_sharding(mesh, 3))
+    if gen.stage == "ar":
+      self.sampler = autoregressive.jit_sampler(
+          model, settings, batch=config.batch_size, **shardings)
+    else:
+      self.sampler = jax.jit(
+          lambda p, labels, rng: masked.sample(model, p, labels, rng, settings),
+          **shardings)
     self.decoder = jit_decoder(
         gen.tokenizer.model,
         in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh, 3)),

@@ -100,6 +100,28 @@ def test_sampling_is_deterministic_per_rng():
   assert (np.asarray(a) != np.asarray(c)).any()
 
 
+def test_few_decoding_rows_compile_with_eigen_dots_on_cpu():
+  """compiler_options picks XLA's Eigen dots for 4-32 rows per device on CPU
+  only; the program it compiles samples the same tokens as the default one."""
+  assert autoregressive.compiler_options(16, "cpu")
+  assert not autoregressive.compiler_options(16, "gpu")
+  assert not autoregressive.compiler_options(2, "cpu")
+  assert not autoregressive.compiler_options(64, "cpu")
+  model = tiny()
+  params = random_params(model, seed=4)
+  settings = SamplerSettings(cfg_scale=2.0, cfg_schedule="linear")
+  labels = jnp.arange(4 * jax.device_count()) % NULL  # guided: 8 rows/device
+
+  def program(fn):
+    return fn.lower(params, labels, jax.random.key(0)).compile().as_text()
+  few = autoregressive.jit_sampler(model, settings, batch=labels.shape[0])
+  default = autoregressive.jit_sampler(model, settings)
+  assert "ynn_fusion" in program(default)
+  assert "ynn_fusion" not in program(few)
+  np.testing.assert_array_equal(few(params, labels, jax.random.key(3)),
+                                default(params, labels, jax.random.key(3)))
+
+
 def test_sharded_sampler_matches_single_device():
   """A (data=2, tensor=4) mesh with tensor-parallel params gives the same greedy tokens."""
   import flax.linen as nn

@@ -63,8 +63,34 @@ def sample(model: Transformer, params: Any, labels, rng,
   return out.transpose(1, 0, 2)  # [L,B,N] -> [B,L,N]
 
 
-def jit_sampler(model: Transformer, settings: SamplerSettings, **jit_kwargs):
-  """jax.jit(sample) for one model and setting: fn(params, labels, rng)."""
+# XLA:CPU hands dots to YNNPACK by default. At the few rows of a decoding step
+# its kernels ran slower than XLA's Eigen dots on our 2-core CPU: the B-size
+# weight chain (benchmarks/sampler.py, table `cpu_dots`) took 57.6 vs 42.9 ms
+# at 16 rows, 45.2 vs 32.7 at 8, 101.9 vs 73.7 at 32; YNNPACK was ahead at 2
+# rows and from 64 rows on, as on the large matmuls of training.
+EIGEN_DOT_ROWS = (4, 32)
+
+
+def compiler_options(rows_per_device: int, platform: str) -> dict:
+  """XLA options for the decoding program: Eigen dots on CPU when each
+  device decodes EIGEN_DOT_ROWS rows (batch, doubled with guidance)."""
+  low, high = EIGEN_DOT_ROWS
+  if platform == "cpu" and low <= rows_per_device <= high:
+    return {"xla_cpu_experimental_ynn_fusion_type": ""}
+  return {}
+
+
+def jit_sampler(model: Transformer, settings: SamplerSettings,
+                batch: int | None = None, **jit_kwargs):
+  """jax.jit(sample) for one model and setting: fn(params, labels, rng).
+
+  batch: the global batch it will run, if known; on CPU it selects the dot
+  kernels for that many rows per device (`compiler_options`).
+  """
   def fn(params, labels, rng):
     return sample(model, params, labels, rng, settings)
+  if batch is not None and "compiler_options" not in jit_kwargs:
+    rows = batch * (2 if settings.guided else 1) // jax.device_count()
+    jit_kwargs["compiler_options"] = compiler_options(
+        rows, jax.default_backend())
   return jax.jit(fn, **jit_kwargs)
