@@ -16,7 +16,7 @@ Tables (random weights; 2-8 split; float32; one device):
            measured time beside (weight bytes / measured memory bandwidth)
            + (step FLOPs / measured float32 matmul peak), and beside the
            step's weight matmuls alone at 16 rows (matmuls_only_ms).
-  cpu_dots the B weight matmuls alone at 2..64 rows with XLA:CPU's default
+  cpu_dots the `--dots_size` weight matmuls alone at 2..64 rows with XLA:CPU's default
            (YNNPACK) dots and with Eigen dots: the measurement behind
            autoregressive.compiler_options (CPU only).
 Compile time is excluded everywhere (a warm-up call first); times are the
@@ -133,6 +133,7 @@ def main():
   p.add_argument("--baseline_size", default="S")
   p.add_argument("--length_size", default="B")
   p.add_argument("--dot_rows", default="2,4,8,16,32,64")
+  p.add_argument("--dots_size", default="B")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--json", default="")
   a = p.parse_args()
@@ -183,14 +184,13 @@ def main():
          peak_gflops=peak / 1e9, flops_at_peak_ms=1e3 * flops / peak,
          bound_ms=1e3 * bound, within_bound=bool(sec <= bound))
   if "cpu_dots" in tables and jax.default_backend() == "cpu":
-    model, params = build("B", 16)
+    model, params = build(a.dots_size, 16)
     eigen = {"xla_cpu_experimental_ynn_fusion_type": ""}
-    for rows in map(int, a.dot_rows.split(",")):
-      ynn_s = matmuls_only_seconds(model, params, rows, max(a.repeats, 5), {})
-      eigen_s = matmuls_only_seconds(model, params, rows, max(a.repeats, 5),
-                                     eigen)
-      chosen = autoregressive.compiler_options(rows, "cpu")
-      emit(table="cpu_dots", size="B", rows=rows, ynnpack_ms=1e3 * ynn_s,
+    for n in map(int, a.dot_rows.split(",")):
+      ynn_s = matmuls_only_seconds(model, params, n, max(a.repeats, 5), {})
+      eigen_s = matmuls_only_seconds(model, params, n, max(a.repeats, 5), eigen)
+      chosen = autoregressive.compiler_options(n, "cpu")
+      emit(table="cpu_dots", size=a.dots_size, rows=n, ynnpack_ms=1e3 * ynn_s,
            eigen_ms=1e3 * eigen_s, sampler_uses="eigen" if chosen else "ynnpack")
   if a.json:
     with open(a.json, "w") as f:

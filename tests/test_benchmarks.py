@@ -29,11 +29,15 @@ def test_ar_train_step_reports_mfu_per_step(tmp_path, monkeypatch, capsys):
   assert "MFU per step" in capsys.readouterr().out
 
 
-def test_sampler_batch_table(tmp_path, monkeypatch):
+def test_sampler_batch_and_cpu_dots_tables(tmp_path, monkeypatch):
   out = tmp_path / "sampler.json"
-  run_script("sampler.py", ["--tables=batch", "--sizes=tiny", "--batches=2",
+  run_script("sampler.py", ["--tables=batch,cpu_dots", "--sizes=tiny",
+                            "--batches=2", "--dots_size=tiny", "--dot_rows=2,16",
                             "--repeats=1", f"--json={out}"], monkeypatch)
-  (row,) = json.loads(out.read_text())["rows"]
+  row, *dots = json.loads(out.read_text())["rows"]
+  assert [(d["table"], d["rows"], d["sampler_uses"]) for d in dots] == [
+      ("cpu_dots", 2, "ynnpack"), ("cpu_dots", 16, "eigen")]
+  assert all(d["ynnpack_ms"] > 0 and d["eigen_ms"] > 0 for d in dots)
   assert (row["table"], row["size"], row["batch"], row["tokens"]) == (
       "batch", "tiny", 2, 256)
   assert row["images_per_s"] == pytest.approx(2 / row["seconds"])
