@@ -42,11 +42,13 @@ def model_flops(model: Transformer, params, batch: int, seq: int) -> float:
   return dense + attention
 
 
-def measure(size, batch, dtype, steps, split=(2, 10), grid=16, scan_layers=None):
+def measure(size, batch, dtype, steps, split=(2, 10), grid=16, scan_layers=None,
+            query_blocks=4):
   layers, dim, heads = SIZES[size]
   n, k = split
   model = Transformer(num_layers=layers, dim=dim, num_heads=heads, bits=n * k,
                       num_subcodes=n, grid_size=grid, dtype=DTYPES[dtype],
+                      attention_query_blocks=query_blocks,
                       scan_layers=layers > 4 if scan_layers is None else scan_layers)
   seq = grid * grid
   rng = jax.random.PRNGKey(0)
@@ -89,6 +91,7 @@ def measure(size, batch, dtype, steps, split=(2, 10), grid=16, scan_layers=None)
               peak_tflops=statistics.median(peaks) / 1e12,
               peak_tflops_all=[p / 1e12 for p in peaks],
               mfu=statistics.median(mfus), mfu_all=mfus,
+              attention_query_blocks=query_blocks, scan_layers=model.scan_layers,
               device=jax.devices()[0].device_kind)
 
 
@@ -100,6 +103,9 @@ def main():
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--scan_layers", default="auto", choices=["auto", "true", "false"],
                  help="auto: scan the layers above 4 (the configs' choice)")
+  p.add_argument("--attention_query_blocks", type=int, default=4,
+                 help="causal attention in this many query blocks (1: the "
+                 "full score matrix; the configs use 4)")
   p.add_argument("--json", default="")
   args = p.parse_args()
   scan = None if args.scan_layers == "auto" else args.scan_layers == "true"
@@ -108,7 +114,8 @@ def main():
         f"{'TFLOP/step':>11}{'TFLOP/s':>9}{'peak':>8}{'MFU':>7}  MFU per step")
   rows = []
   for size in args.sizes.split(","):
-    r = measure(size, args.batch, args.dtype, args.steps, scan_layers=scan)
+    r = measure(size, args.batch, args.dtype, args.steps, scan_layers=scan,
+                query_blocks=args.attention_query_blocks)
     rows.append(r)
     print(f"{size:<6}{args.batch:>6}{r['compile_s']:>10.1f}{r['step_s']:>9.3f}"
           f"{r['tokens_per_s']:>11.0f}{r['model_tflop_per_step']:>11.3f}"

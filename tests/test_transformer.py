@@ -10,8 +10,8 @@ import pytest
 
 from elm_jax import sharding, tokens
 from elm_jax.models.rope import apply_rope, rope_2d_table
-from elm_jax.models.transformer import (Transformer, cross_entropy,
-                                        single_query_attention)
+from elm_jax.models.transformer import (Transformer, causal_attention,
+                                        cross_entropy, single_query_attention)
 
 TINY = dict(num_layers=2, dim=64, num_heads=2, head_dim=32, num_classes=10,
             bits=8, num_subcodes=2, grid_size=4)
@@ -209,6 +209,29 @@ def test_single_query_attention_reads_the_prefix_in_blocks(block):
     w /= w.sum(-1, keepdims=True)
     want = np.einsum("bht,bthd->bhd", w, v[:, :last + 1])[:, None]
     np.testing.assert_allclose(fn(last), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("blocks,length", [(1, 9), (2, 9), (4, 9), (4, 3),
+                                           (9, 9), (12, 9)])
+def test_causal_attention_in_query_blocks_is_masked_attention(blocks, length):
+  """Query blocks reading keys up to their own end: the same outputs and
+  gradients as one causal softmax per query over keys 0..s (numpy), for
+  block counts that divide the length, do not, and exceed it."""
+  rng = np.random.default_rng(1)
+  q, k, v, g = (rng.normal(size=(2, length, 3, 4)).astype(np.float32)
+                for _ in range(4))
+  mask = np.tril(np.ones((length, length), bool))
+  logits = np.where(mask, np.einsum("bshd,bthd->bhst", q, k) / 2.0, -np.inf)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  want = np.einsum("bhst,bthd->bshd", w, v)
+  fn = jax.jit(lambda q, k, v: causal_attention(q, k, v, query_blocks=blocks))
+  np.testing.assert_allclose(fn(q, k, v), want, rtol=1e-5, atol=1e-6)
+  grads = jax.grad(lambda *a: jnp.sum(fn(*a) * g), argnums=(0, 1, 2))(q, k, v)
+  one = jax.grad(lambda *a: jnp.sum(causal_attention(*a) * g),
+                 argnums=(0, 1, 2))(q, k, v)
+  for got, ref in zip(grads, one):
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_cross_entropy_weights():
