@@ -234,6 +234,12 @@ def test_causal_attention_in_query_blocks_is_masked_attention(blocks, length):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_zero_query_blocks_is_refused_by_name():
+  model = Transformer(**TINY, attention_query_blocks=0)
+  with pytest.raises(ValueError, match="attention_query_blocks=0 must be >= 1"):
+    init(model)
+
+
 def test_cross_entropy_weights():
   logits = jax.random.normal(jax.random.key(0), (2, 3, 2, 5))
   targets = jnp.zeros((2, 3, 2), jnp.int32)
