@@ -43,7 +43,7 @@ def model_flops(model: Transformer, params, batch: int, seq: int) -> float:
 
 
 def measure(size, batch, dtype, steps, split=(2, 10), grid=16, scan_layers=None,
-            query_blocks=4):
+            query_blocks=Transformer.attention_query_blocks):
   layers, dim, heads = SIZES[size]
   n, k = split
   model = Transformer(num_layers=layers, dim=dim, num_heads=heads, bits=n * k,
@@ -103,9 +103,10 @@ def main():
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--scan_layers", default="auto", choices=["auto", "true", "false"],
                  help="auto: scan the layers above 4 (the configs' choice)")
-  p.add_argument("--attention_query_blocks", type=int, default=4,
+  p.add_argument("--attention_query_blocks", type=int,
+                 default=Transformer.attention_query_blocks,
                  help="causal attention in this many query blocks (1: the "
-                 "full score matrix; the configs use 4)")
+                 "full score matrix; default: the model's)")
   p.add_argument("--json", default="")
   args = p.parse_args()
   scan = None if args.scan_layers == "auto" else args.scan_layers == "true"

@@ -185,7 +185,7 @@ def main():
          bound_ms=1e3 * bound, within_bound=bool(sec <= bound))
   if "cpu_dots" in tables and jax.default_backend() == "cpu":
     model, params = build(a.dots_size, 16)
-    eigen = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    eigen = autoregressive.EIGEN_DOTS
     for n in map(int, a.dot_rows.split(",")):
       ynn_s = matmuls_only_seconds(model, params, n, max(a.repeats, 5), {})
       eigen_s = matmuls_only_seconds(model, params, n, max(a.repeats, 5), eigen)

@@ -65,10 +65,12 @@ def sample(model: Transformer, params: Any, labels, rng,
 
 # XLA:CPU hands dots to YNNPACK by default. At the few rows of a decoding step
 # its kernels ran slower than XLA's Eigen dots on our 2-core CPU: the B-size
-# weight chain (benchmarks/sampler.py, table `cpu_dots`) took 57.6 vs 42.9 ms
-# at 16 rows, 45.2 vs 32.7 at 8, 101.9 vs 73.7 at 32; YNNPACK was ahead at 2
-# rows and from 64 rows on, as on the large matmuls of training.
+# weight matmuls alone (benchmarks/sampler.py, table `cpu_dots`, recorded in
+# benchmarks/results/sampler_cpu.json) took 53.7 vs 38.5 ms at 16 rows, 38.1
+# vs 27.5 at 8, 82.9 vs 64.6 at 32; YNNPACK was ahead at 2 rows and from 64
+# rows on, as on the large matmuls of training.
 EIGEN_DOT_ROWS = (4, 32)
+EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}  # YNNPACK off
 
 
 def compiler_options(rows_per_device: int, platform: str) -> dict:
@@ -76,7 +78,7 @@ def compiler_options(rows_per_device: int, platform: str) -> dict:
   device decodes EIGEN_DOT_ROWS rows (batch, doubled with guidance)."""
   low, high = EIGEN_DOT_ROWS
   if platform == "cpu" and low <= rows_per_device <= high:
-    return {"xla_cpu_experimental_ynn_fusion_type": ""}
+    return dict(EIGEN_DOTS)
   return {}
 
 
