@@ -21,16 +21,24 @@ def main_cmd(workdir, *overrides, config="configs/bae.py:tiny"):
           f"--workdir={workdir}", *overrides]
 
 
-def env():
+def env(compilation_cache=None):
+  """compilation_cache: a directory in which runs of the same config share
+  compiled programs (JAX's persistent cache), so repeats skip compiling."""
   e = dict(os.environ)
   e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
   e["XLA_FLAGS"] = ""  # one CPU device
   e["PYTHONPATH"] = ROOT
+  if compilation_cache:
+    e["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
+    e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    e["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   return e
 
 
-def run(workdir, *overrides, timeout=300, config="configs/bae.py:tiny"):
-  proc = subprocess.run(main_cmd(workdir, *overrides, config=config), cwd=ROOT, env=env(),
+def run(workdir, *overrides, timeout=300, config="configs/bae.py:tiny",
+        compilation_cache=None):
+  proc = subprocess.run(main_cmd(workdir, *overrides, config=config), cwd=ROOT,
+                        env=env(compilation_cache),
                         capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
@@ -68,11 +76,12 @@ def test_sigkill_and_resume_is_exact(tmp_path):
   """Killed after a checkpoint, restarted: same losses and params as one run."""
   common = ["--config.total_steps=8", "--config.checkpoint_every=2",
             "--config.eval_every=1000", "--config.eval.max_batches=1"]
+  cache = tmp_path / "xla_cache"  # the three runs compile the same programs
   straight = str(tmp_path / "straight")
-  run(straight, *common)
+  run(straight, *common, compilation_cache=cache)
 
   killed = str(tmp_path / "killed")
-  proc = subprocess.Popen(main_cmd(killed, *common), cwd=ROOT, env=env(),
+  proc = subprocess.Popen(main_cmd(killed, *common), cwd=ROOT, env=env(cache),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   marker = os.path.join(killed, "checkpoints", "2", "commit_success.txt")
   deadline = time.time() + 240
@@ -83,7 +92,7 @@ def test_sigkill_and_resume_is_exact(tmp_path):
   proc.wait()
   first = _losses(killed)
   assert max(first) < 8
-  run(killed, *common)
+  run(killed, *common, compilation_cache=cache)
 
   a, b = _losses(straight), _losses(killed)
   assert sorted(a) == list(range(1, 9)) and sorted(b) == list(range(1, 9))
