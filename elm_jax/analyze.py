@@ -85,7 +85,7 @@ def code_ids(tok: frozen_tokenizer.FrozenTokenizer, images: np.ndarray, num_subc
 
 def token_randomness(tokenizer: str, num_images: int, out_dir: str,
                      num_subcodes: int = 0, seed: int = 0) -> dict:
-  tok = frozen_tokenizer.load(tokenizer)
+  tok = frozen_tokenizer.load(tokenizer, flag="--tokenizer")
   k = tok.bits
   n = num_subcodes or (k // 8 if k % 8 == 0 else 1)
   vocab = 2 ** tokens.check_split(k, n)
@@ -122,18 +122,8 @@ def token_randomness(tokenizer: str, num_images: int, out_dir: str,
 def load_generator(workdir: str):
   """(stage, EMA params, step) of the latest checkpoint of an AR/MLM run."""
   from elm_jax.main import make_stage  # noqa: PLC0415 (heavy; only this command needs it)
-  import ml_collections  # noqa: PLC0415
-  ckpt = checkpointing.Checkpointer(workdir)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"--generator={workdir!r} holds no checkpoint; train one with "
-                            "`python -m elm_jax.main --config=configs/ar.py ...` first.")
-  config = ml_collections.ConfigDict(ckpt.restore_config(step))
-  if config.get("stage") not in ("ar", "mlm"):
-    raise ValueError(f"{workdir} is a {config.get('stage')!r} run, not a generator (ar/mlm).")
-  state = ckpt.restore(step)
-  ckpt.close()
-  return make_stage(config), state["ema_params"], step
+  run = checkpointing.load_run(workdir, "generator", "--generator")
+  return make_stage(run.config), run.state["ema_params"], run.step
 
 
 def attention(generator: str, num_images: int, out_dir: str,

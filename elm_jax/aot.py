@@ -107,7 +107,7 @@ def _tokenizer_config(config, bits: int):
   import ml_collections  # pylint: disable=import-outside-toplevel
   ckpt_dir = config.tokenizer.checkpoint
   if ckpt_dir and os.path.isdir(os.path.join(ckpt_dir, checkpointing.CHECKPOINT_DIR)):
-    ckpt = checkpointing.Checkpointer(ckpt_dir)
+    ckpt = checkpointing.Checkpointer(ckpt_dir, read_only=True)
     out = ml_collections.ConfigDict(ckpt.restore_config())
     ckpt.close()
     return out

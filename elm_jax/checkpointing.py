@@ -6,12 +6,14 @@ the latest one. Restores go straight into sharded arrays when given a tree of
 jax.ShapeDtypeStruct with shardings.
 """
 
+import dataclasses
 import json
 import os
 from typing import Any
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 from absl import logging
@@ -23,13 +25,15 @@ class Checkpointer:
   """One run's checkpoints under `workdir/checkpoints/<step>/`."""
 
   def __init__(self, workdir: str, max_to_keep: int = 3,
-               asynchronous: bool = True):
+               asynchronous: bool = True, read_only: bool = False):
+    """read_only: for reading another run; creates, writes and deletes
+    nothing under workdir."""
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "data", "config"),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True,
-            enable_async_checkpointing=asynchronous))
+            max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+            enable_async_checkpointing=asynchronous and not read_only))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -100,6 +104,50 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+# What a run of each kind is, for the messages of load_run.
+RUN_KINDS = {"tokenizer": (("bae",), "configs/bae.py"),
+             "generator": (("ar", "mlm"), "configs/ar.py")}
+
+
+@dataclasses.dataclass
+class SavedRun:
+  """The latest checkpoint of a training run, read back."""
+  workdir: str
+  step: int
+  config: ml_collections.ConfigDict  # the run's config
+  state: Any  # the train state as saved, on this process's first device
+
+
+def load_run(workdir: str, kind: str, flag: str) -> SavedRun:
+  """The latest checkpoint of the `kind` run ("tokenizer" or "generator") in
+  `workdir`, which the option `flag` named (for the error messages).
+
+  Reads only: a wrong path is reported, never created.
+  """
+  stages, train_config = RUN_KINDS[kind]
+  if not workdir:
+    raise ValueError(f"{flag} is empty; pass the workdir of a {kind} run "
+                     f"({flag}=DIR).")
+  train = (f"train one with `python -m elm_jax.main --config={train_config} "
+           f"--workdir={workdir}` first")
+  if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+    raise FileNotFoundError(f"{flag}={workdir!r} holds no checkpoint (no "
+                            f"{CHECKPOINT_DIR}/ directory there); {train}.")
+  ckpt = Checkpointer(workdir, read_only=True)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{flag}={workdir!r} holds no checkpoint; {train}.")
+    config = ml_collections.ConfigDict(ckpt.restore_config(step))
+    if config.get("stage") not in stages:
+      raise ValueError(f"{flag}={workdir!r} is a {config.get('stage')!r} run, "
+                       f"not a {kind} ({' / '.join(stages)}) run.")
+    state = ckpt.restore(step)
+  finally:
+    ckpt.close()
+  return SavedRun(workdir, step, config, state)
 
 
 def abstract_with_shardings(tree: Any, shardings: Any) -> Any:

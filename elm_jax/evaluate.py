@@ -163,7 +163,7 @@ def write_results(out_dir: str, results: dict, step: int) -> None:
 def _reconstructor(workdir: str):
   """uint8 images -> uint8 reconstructions by a tokenizer (EMA weights, thresholded bits)."""
   from elm_jax.train import frozen_tokenizer  # noqa: PLC0415 (loads checkpoints lazily)
-  tok = frozen_tokenizer.load(workdir)
+  tok = frozen_tokenizer.load(workdir, flag="--reconstruct")
 
   @jax.jit
   def reconstruct(params, images):

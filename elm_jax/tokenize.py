@@ -90,7 +90,7 @@ def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str
 
 def main(argv):
   del argv
-  tok = frozen_tokenizer.load(_TOKENIZER.value)
+  tok = frozen_tokenizer.load(_TOKENIZER.value, flag="--tokenizer")
   data = dict(tok.config.data)
   for key, flag in (("source", _SOURCE), ("path", _PATH), ("name", _NAME)):
     if flag.value:

@@ -29,23 +29,9 @@ def load(workdir: str, use_ema: bool = True, tokenizer_dir: str = "") -> Generat
   tokenizer_dir overrides the tokenizer path stored in the run's config (a
   relative path there is relative to where training was launched).
   """
-  if not workdir:
-    raise ValueError("config.generator.checkpoint is empty; pass the workdir "
-                     "of an AR or MLM run (--config.generator.checkpoint=DIR).")
-  ckpt = checkpointing.Checkpointer(workdir, asynchronous=False)
-  step = ckpt.latest_step()
-  if step is None:
-    ckpt.close()
-    raise FileNotFoundError(
-        f"config.generator.checkpoint={workdir!r} holds no checkpoint; train "
-        "one with `python -m elm_jax.main --config=configs/ar.py ...` first.")
-  config = ml_collections.ConfigDict(ckpt.restore_config(step))
-  if config.get("stage") not in ("ar", "mlm"):
-    ckpt.close()
-    raise ValueError(f"{workdir} is a {config.get('stage')!r} run, not a "
-                     "generator (ar / mlm) run.")
-  state = ckpt.restore(step)
-  ckpt.close()
+  run = checkpointing.load_run(workdir, "generator",
+                               "config.generator.checkpoint")
+  config = run.config
   path = tokenizer_dir or config.tokenizer.checkpoint
   try:
     tokenizer = frozen_tokenizer.load(path)
@@ -56,5 +42,6 @@ def load(workdir: str, use_ema: bool = True, tokenizer_dir: str = "") -> Generat
   model_kw = dict(config.model)
   model_kw.update(bits=tokenizer.bits, grid_size=tokenizer.grid_size,
                   causal=config.stage == "ar")
-  params = state["ema_params"] if use_ema else state["params"]
-  return Generator(build_transformer(model_kw), params, config, tokenizer, step)
+  params = run.state["ema_params"] if use_ema else run.state["params"]
+  return Generator(build_transformer(model_kw), params, config, tokenizer,
+                   run.step)

@@ -32,26 +32,17 @@ class FrozenTokenizer:
     return self.model.latent_size
 
 
-def load(workdir: str) -> FrozenTokenizer:
-  """The latest checkpoint of a `configs/bae.py` run in `workdir`."""
-  ckpt = checkpointing.Checkpointer(workdir)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(
-        f"config.tokenizer.checkpoint={workdir!r} holds no checkpoint; train "
-        "one with `python -m elm_jax.main --config=configs/bae.py "
-        f"--workdir={workdir}` first.")
-  config = ml_collections.ConfigDict(ckpt.restore_config(step))
-  if config.get("stage") != "bae":
-    raise ValueError(f"{workdir} is a {config.get('stage')!r} run, not a "
-                     "tokenizer (bae) run.")
-  if config.model.quantizer != "binary":
+def load(workdir: str, flag: str = "config.tokenizer.checkpoint"
+         ) -> FrozenTokenizer:
+  """The latest checkpoint of a `configs/bae.py` run in `workdir` (named by
+  the option `flag`, for error messages)."""
+  run = checkpointing.load_run(workdir, "tokenizer", flag)
+  if run.config.model.quantizer != "binary":
     raise ValueError(f"{workdir}: the generators model binary codes; this "
-                     f"tokenizer uses model.quantizer={config.model.quantizer!r}.")
-  state = ckpt.restore(step)
-  ckpt.close()
-  return FrozenTokenizer(build_autoencoder(config.model), state["ema_params"],
-                         config, step)
+                     "tokenizer uses "
+                     f"model.quantizer={run.config.model.quantizer!r}.")
+  return FrozenTokenizer(build_autoencoder(run.config.model),
+                         run.state["ema_params"], run.config, run.step)
 
 
 def probabilities(model: Autoencoder, params: Any, images: jax.Array) -> jax.Array:
