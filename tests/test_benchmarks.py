@@ -15,13 +15,18 @@ def run_script(name, args, monkeypatch):
   runpy.run_path(os.path.join(ROOT, "benchmarks", name), run_name="__main__")
 
 
-def test_ar_train_step_reports_mfu_per_step(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("dtype,steps", [("float32", 2), ("bfloat16", 1)])
+def test_ar_train_step_reports_mfu_per_step(dtype, steps, tmp_path, monkeypatch,
+                                            capsys):
+  """float32: the CPU target; bfloat16: the command of the GPU target."""
   out = tmp_path / "ar.json"
-  run_script("ar_train_step.py", ["--sizes=tiny", "--steps=2",
-                                  f"--json={out}"], monkeypatch)
+  run_script("ar_train_step.py", ["--sizes=tiny", f"--steps={steps}",
+                                  f"--dtype={dtype}", f"--json={out}"],
+             monkeypatch)
   (row,) = json.loads(out.read_text())
-  assert row["size"] == "tiny" and len(row["mfu_all"]) == 2
-  assert len(row["peak_tflops_all"]) == 2 and row["peak_tflops"] > 0
+  assert (row["size"], row["dtype"]) == ("tiny", dtype)
+  assert len(row["mfu_all"]) == len(row["peak_tflops_all"]) == steps
+  assert row["peak_tflops"] > 0
   # MFU is the median of the per-step ratios to the peak measured beside them.
   for t, p, m in zip(row["step_s_all"], row["peak_tflops_all"], row["mfu_all"]):
     assert m == pytest.approx(row["model_tflop_per_step"] / t / p)
