@@ -9,7 +9,9 @@ OUT/meta.json. Storing probabilities rather than bits keeps ELM's Bernoulli
 augmentation: the generator draws fresh bits from them every epoch without
 running the encoder again. Files are written under a temporary name and
 renamed when complete, so an interrupted run never leaves a half-written
-split that looks finished.
+split that looks finished. Later runs may add splits to the same OUT (same
+tokenizer and settings, checked against meta.json before any work); a split
+that is already there is never overwritten.
 """
 
 import json
@@ -88,22 +90,65 @@ def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str
   return n
 
 
-def main(argv):
-  del argv
-  tok = frozen_tokenizer.load(_TOKENIZER.value, flag="--tokenizer")
+def _write_meta(out_dir: str, meta: dict) -> None:
+  """Replaces OUT/meta.json atomically (a kill leaves the old or the new)."""
+  tmp = os.path.join(out_dir, META + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(meta, f, indent=1)
+  os.replace(tmp, os.path.join(out_dir, META))
+
+
+def _splits_already_written(out_dir: str, splits: list, meta: dict) -> dict:
+  """Checks, before any work, that OUT can take these splits: none of them
+  exists yet and splits already there came from the same tokenizer and
+  settings. Returns the counts of the splits already there."""
+  there = [s for s in splits if os.path.exists(os.path.join(out_dir, s))]
+  if there:
+    raise FileExistsError(
+        f"{', '.join(os.path.join(out_dir, s) for s in there)} exists; remove "
+        "it to tokenize again (nothing was written).")
+  path = os.path.join(out_dir, META)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    old = json.load(f)
+  differ = sorted(k for k in meta if old.get(k) != meta[k])
+  if differ:
+    raise ValueError(
+        f"{out_dir} holds splits {sorted(old.get('splits', {}))} tokenized with "
+        f"other settings ({', '.join(f'{k}: {old.get(k)!r} there, {meta[k]!r} now' for k in differ)}); "
+        "use another --out (nothing was written).")
+  return dict(old.get("splits", {}))
+
+
+def tokenize(tokenizer_dir: str, out_dir: str, splits: list, batch_size: int,
+             flips: bool, data_overrides: dict | None = None) -> dict:
+  """Tokenizes `splits` into out_dir; returns the meta.json written.
+
+  A directory may be filled over several runs (say train now, test later)
+  by the same tokenizer with the same settings; meta.json lists every split
+  and is rewritten after each one.
+  """
+  tok = frozen_tokenizer.load(tokenizer_dir, flag="--tokenizer")
   data = dict(tok.config.data)
-  for key, flag in (("source", _SOURCE), ("path", _PATH), ("name", _NAME)):
-    if flag.value:
-      data[key] = flag.value
-  os.makedirs(_OUT.value, exist_ok=True)
-  counts = {split: tokenize_split(tok, data, split, _OUT.value, _BATCH.value,
-                                  _FLIPS.value) for split in _SPLITS.value}
-  meta = dict(tokenizer=os.path.abspath(_TOKENIZER.value), step=tok.step,
+  data.update({k: v for k, v in (data_overrides or {}).items() if v})
+  meta = dict(tokenizer=os.path.abspath(tokenizer_dir), step=tok.step,
               bits=tok.bits, grid_size=tok.grid_size,
               image_size=data["image_size"], num_classes=data["num_classes"],
-              splits=counts, flips=_FLIPS.value, quantization="p = q / 255")
-  with open(os.path.join(_OUT.value, META), "w") as f:
-    json.dump(meta, f, indent=1)
+              flips=flips, quantization="p = q / 255")
+  os.makedirs(out_dir, exist_ok=True)
+  counts = _splits_already_written(out_dir, splits, meta)
+  for split in splits:
+    counts[split] = tokenize_split(tok, data, split, out_dir, batch_size, flips)
+    _write_meta(out_dir, dict(meta, splits=counts))
+  return dict(meta, splits=counts)
+
+
+def main(argv):
+  del argv
+  tokenize(_TOKENIZER.value, _OUT.value, _SPLITS.value, _BATCH.value,
+           _FLIPS.value, dict(source=_SOURCE.value, path=_PATH.value,
+                              name=_NAME.value))
 
 
 if __name__ == "__main__":

@@ -87,3 +87,55 @@ def test_generator_trains_from_tokens(tmp_path, image_folder, tiny_tokenizer_dir
 def test_missing_token_split_names_the_command(tmp_path):
   with pytest.raises(FileNotFoundError, match="elm_jax.tokenize"):
     token_pipeline.TokenSource(str(tmp_path), "train")
+
+
+def test_an_output_directory_fills_over_runs_without_mixing(tmp_path,
+                                                             tiny_tokenizer_dir):
+  """Splits added by later runs join meta.json; a split already there, or
+  other settings, are refused before anything is written."""
+  rng = np.random.default_rng(1)
+  for split in ("train", "test"):
+    for c in ("a", "b"):
+      os.makedirs(tmp_path / "images" / split / c)
+      Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+          tmp_path / "images" / split / c / "0.png")
+  data = dict(source="folder", path=str(tmp_path / "images"), name="")
+  out = str(tmp_path / "tokens")
+  meta_path = os.path.join(out, "meta.json")
+
+  def run(splits, flips=True):
+    return tokenize.tokenize(tiny_tokenizer_dir, out, splits, 4, flips, data)
+
+  assert run(["train"])["splits"] == {"train": 2}
+  written = open(meta_path).read()
+  with pytest.raises(FileExistsError, match="tokens/train exists"):
+    run(["test", "train"])
+  with pytest.raises(ValueError, match="flips: True there, False now"):
+    run(["test"], flips=False)
+  assert sorted(os.listdir(out)) == ["meta.json", "train"]
+  assert open(meta_path).read() == written
+  meta = run(["test"])
+  assert meta["splits"] == {"train": 2, "test": 2}
+  assert token_pipeline.read_meta(out) == meta
+  assert meta["tokenizer"] == os.path.abspath(tiny_tokenizer_dir)
+  assert len(token_pipeline.TokenSource(out, "test")) == 2
+
+
+def test_tokens_from_another_tokenizer_step_are_refused(tmp_path, tiny_tokenizer_dir):
+  out = tmp_path / "tokens"
+  out.mkdir()
+  meta = dict(tokenizer=os.path.abspath(tiny_tokenizer_dir), step=1, bits=8,
+              grid_size=16)
+  config = get_config("ar", "tiny,split=2-4")
+  config.tokenizer.checkpoint = tiny_tokenizer_dir
+  config.data.tokens = str(out)
+  for changed, match in ((dict(step=7), "at step 7, but .* is at step 1"),
+                         (dict(tokenizer=str(tmp_path)), "in another directory")):
+    (out / "meta.json").write_text(json.dumps({**meta, **changed}))
+    with pytest.raises(ValueError, match=match):
+      ARStage(config)
+  (out / "meta.json").write_text(json.dumps(meta))
+  assert ARStage(config).tokens_dir == str(out)
+  # A tokenizer directory that moved since: accepted (same step).
+  (out / "meta.json").write_text(json.dumps({**meta, "tokenizer": "/gone/bae"}))
+  assert ARStage(config).tokens_dir == str(out)

@@ -8,6 +8,7 @@ probabilities every time (ELM's augmentation). A subclass supplies
 `loss(params, ids, labels, rng, train) -> (loss, aux)`.
 """
 
+import os
 from typing import Any, Iterator
 
 import jax
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
 from elm_jax import sharding
 from elm_jax.data import pipeline, token_pipeline
@@ -65,6 +67,28 @@ class GeneratorStage:
             f"config.data.tokens={self.tokens_dir!r} holds {meta['bits']}-bit "
             f"codes on a {meta['grid_size']}^2 grid; the tokenizer makes {k}-bit "
             f"codes on {self.tokenizer.grid_size}^2. Tokenize with this tokenizer.")
+      if tokenizer is None:  # loaded from config.tokenizer.checkpoint
+        self._check_tokens_tokenizer(meta)
+
+  def _check_tokens_tokenizer(self, meta: dict) -> None:
+    """The stored codes must come from config.tokenizer.checkpoint (the
+    decoder that sampling will use), at the same training step."""
+    source, step = meta.get("tokenizer"), meta.get("step")
+    here = self.config.tokenizer.checkpoint
+    moved = source is not None and not os.path.isdir(source)
+    other = (source is not None and not moved
+             and not os.path.samefile(source, here))
+    if other or (step is not None and step != self.tokenizer.step):
+      raise ValueError(
+          f"config.data.tokens={self.tokens_dir!r} was tokenized by {source} at "
+          f"step {step}, but config.tokenizer.checkpoint={here!r} is at step "
+          f"{self.tokenizer.step}{' in another directory' if other else ''}; "
+          "the sampler would decode with a different tokenizer. Tokenize again "
+          "with this one (python -m elm_jax.tokenize).")
+    if moved:
+      logging.warning("config.data.tokens was tokenized by %s, which no longer "
+                      "exists; assuming it moved to %s (same step %s).",
+                      source, here, step)
 
   # ---------------------------------------------------------------- state
   def init(self, rng: jax.Array) -> TrainState:
