@@ -114,7 +114,6 @@ RUN_KINDS = {"tokenizer": (("bae",), "configs/bae.py"),
 @dataclasses.dataclass
 class SavedRun:
   """The latest checkpoint of a training run, read back."""
-  workdir: str
   step: int
   config: ml_collections.ConfigDict  # the run's config
   state: Any  # the train state as saved, on this process's first device
@@ -147,7 +146,7 @@ def load_run(workdir: str, kind: str, flag: str) -> SavedRun:
     state = ckpt.restore(step)
   finally:
     ckpt.close()
-  return SavedRun(workdir, step, config, state)
+  return SavedRun(step, config, state)
 
 
 def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
