@@ -18,7 +18,9 @@ Tables (random weights; 2-8 split; float32; one device):
            step's weight matmuls alone at 16 rows (matmuls_only_ms).
   cpu_dots the `--dots_size` weight matmuls alone at 2..64 rows with XLA:CPU's default
            (YNNPACK) dots and with Eigen dots: the measurement behind
-           autoregressive.compiler_options (CPU only).
+           autoregressive.compiler_options (CPU only); beside them the same
+           chain in numpy (its BLAS) and, when installed, PyTorch: what other
+           matmul libraries make of these shapes on this machine.
 Compile time is excluded everywhere (a warm-up call first); times are the
 median of `--repeats` calls; the matmul peak and the bandwidth are the
 fastest of their calls (benchmarks/device_rates.py).
@@ -95,27 +97,70 @@ def prefix_recompute_seconds(model, params, batch, repeats, bucket=16):
   return statistics.median(times)
 
 
+def weight_matrices(model, params):
+  """Per layer [qkv, out, w1, w3, w2] kernels, and the sub-code heads."""
+  names = (("attention", "qkv"), ("attention", "out"), ("feed_forward", "w1"),
+           ("feed_forward", "w3"), ("feed_forward", "w2"))
+  mats = [[p[a][b]["kernel"] for a, b in names] for p in model.layer_params(params)]
+  heads = [params[f"head_{i}"]["kernel"] for i in range(model.num_subcodes)]
+  return mats, heads
+
+
+def matmul_chain(x, mats, heads, silu):
+  """One decoding step's weight matmuls in sequence, x [rows, E] -> heads'
+  [rows, V] logits; any array library with `@` and slicing runs it."""
+  for qkv, out, w1, w3, w2 in mats:
+    x = x + (x @ qkv)[:, :x.shape[1]] @ out
+    x = x + (silu(x @ w1) * (x @ w3)) @ w2
+  return [x @ h for h in heads]
+
+
 def matmuls_only_seconds(model, params, rows: int, repeats: int,
                          options=None) -> float:
   """One decoding step's weight matmuls alone (rows x each layer's qkv, out,
   w1, w3, w2 in sequence, then the heads), nothing else: the floor that
   XLA's small-M matmuls put under a decoding step on this device."""
-  layers = model.layer_params(params)
-  mats = [[p["attention"]["qkv"]["kernel"], p["attention"]["out"]["kernel"],
-           p["feed_forward"]["w1"]["kernel"], p["feed_forward"]["w3"]["kernel"],
-           p["feed_forward"]["w2"]["kernel"]] for p in layers]
-  heads = [params[f"head_{i}"]["kernel"] for i in range(model.num_subcodes)]
-
-  def chain(x, mats, heads):  # x [rows, E]
-    for qkv, out, w1, w3, w2 in mats:
-      x = x + (x @ qkv)[:, :x.shape[1]] @ out
-      x = x + (jax.nn.silu(x @ w1) * (x @ w3)) @ w2
-    return [x @ h for h in heads]
   x = jnp.ones((rows, model.dim), jnp.float32) * 0.01
   if options is None:
     options = autoregressive.compiler_options(rows, jax.default_backend())
-  fn = jax.jit(chain, compiler_options=options)
-  return timed(fn, x, mats, heads, repeats=repeats)
+  fn = jax.jit(lambda x, mats, heads: matmul_chain(x, mats, heads, jax.nn.silu),
+               compiler_options=options)
+  return timed(fn, x, *weight_matrices(model, params), repeats=repeats)
+
+
+def host_matmul_chain(model, params, rows: int, library: str):
+  """`matmul_chain` as an eager numpy or PyTorch call (float32, all cores)."""
+  mats, heads = jax.tree.map(lambda w: np.array(w, np.float32),
+                             weight_matrices(model, params))
+  x = np.full((rows, model.dim), 0.01, np.float32)
+  if library == "torch":
+    import torch  # optional: launch/setup.sh installs it for FID and LPIPS
+    torch.set_num_threads(os.cpu_count() or 1)
+    mats, heads, x = jax.tree.map(torch.from_numpy, (mats, heads, x))
+    silu = torch.nn.functional.silu
+  else:
+    silu = lambda h: h / (1.0 + np.exp(-h))  # noqa: E731
+  return lambda: matmul_chain(x, mats, heads, silu)
+
+
+def host_matmuls_seconds(model, params, rows: int, repeats: int,
+                         library: str) -> float:
+  chain = host_matmul_chain(model, params, rows, library)
+  chain()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    chain()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def torch_available() -> bool:
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    return False
+  return True
 
 
 def non_embedding_params(params) -> int:
@@ -186,12 +231,16 @@ def main():
   if "cpu_dots" in tables and jax.default_backend() == "cpu":
     model, params = build(a.dots_size, 16)
     eigen = autoregressive.EIGEN_DOTS
+    libraries = ["numpy"] + (["torch"] if torch_available() else [])
     for n in map(int, a.dot_rows.split(",")):
       ynn_s = matmuls_only_seconds(model, params, n, max(a.repeats, 5), {})
       eigen_s = matmuls_only_seconds(model, params, n, max(a.repeats, 5), eigen)
       chosen = autoregressive.compiler_options(n, "cpu")
+      host = {f"{lib}_ms": 1e3 * host_matmuls_seconds(
+          model, params, n, max(a.repeats, 5), lib) for lib in libraries}
       emit(table="cpu_dots", size=a.dots_size, rows=n, ynnpack_ms=1e3 * ynn_s,
-           eigen_ms=1e3 * eigen_s, sampler_uses="eigen" if chosen else "ynnpack")
+           eigen_ms=1e3 * eigen_s, **host,
+           sampler_uses="eigen" if chosen else "ynnpack")
   if a.json:
     with open(a.json, "w") as f:
       json.dump(dict(jax=jax.__version__, device=jax.devices()[0].device_kind,

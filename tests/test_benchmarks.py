@@ -42,7 +42,28 @@ def test_sampler_batch_and_cpu_dots_tables(tmp_path, monkeypatch):
   row, *dots = json.loads(out.read_text())["rows"]
   assert [(d["table"], d["rows"], d["sampler_uses"]) for d in dots] == [
       ("cpu_dots", 2, "ynnpack"), ("cpu_dots", 16, "eigen")]
-  assert all(d["ynnpack_ms"] > 0 and d["eigen_ms"] > 0 for d in dots)
+  assert all(d["ynnpack_ms"] > 0 and d["eigen_ms"] > 0 and d["numpy_ms"] > 0
+             for d in dots)
   assert (row["table"], row["size"], row["batch"], row["tokens"]) == (
       "batch", "tiny", 2, 256)
   assert row["images_per_s"] == pytest.approx(2 / row["seconds"])
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_host_matmul_chain_computes_what_xla_computes(library):
+  """The numpy / PyTorch rows of `cpu_dots` time the same products as XLA's."""
+  if library == "torch":
+    pytest.importorskip("torch")
+  sys.path.insert(0, ROOT)
+  import jax
+  import numpy as np
+  from benchmarks import sampler
+  model, params = sampler.build("tiny", 4)
+  mats, heads = sampler.weight_matrices(model, params)
+  x = np.full((3, model.dim), 0.01, np.float32)
+  want = sampler.matmul_chain(x, mats, heads, jax.nn.silu)
+  got = sampler.host_matmul_chain(model, params, 3, library)()
+  assert len(got) == len(want) == model.num_subcodes
+  for g, w in zip(got, want):
+    assert np.asarray(g).shape == (3, 2 ** (16 // model.num_subcodes))
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-5)
