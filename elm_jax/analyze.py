@@ -126,10 +126,21 @@ def load_generator(workdir: str):
   return make_stage(run.config), run.state["ema_params"], run.step
 
 
+def unscanned(model, params) -> tuple[Any, dict]:
+  """(model, params) with one Attention per layer: a scanned model's stacked
+  'layers' params are split into layers_0 .. layers_{L-1} (same function)."""
+  if not model.scan_layers:
+    return model, params
+  per_layer = model.layer_params(params)
+  params = {k: v for k, v in params.items() if k != "layers"}
+  params.update({f"layers_{i}": p for i, p in enumerate(per_layer)})
+  return model.clone(scan_layers=False), params
+
+
 def attention(generator: str, num_images: int, out_dir: str,
               query_cell: tuple[int, int] | None = None) -> dict:
   stage, params, step = load_generator(generator)
-  model = stage.model
+  model, params = unscanned(stage.model, params)  # e.g. the imagenet configs
   images, labels = eval_images(stage.tokenizer, num_images)
   ids = code_ids(stage.tokenizer, images, model.num_subcodes)  # [N, L, n]
   inputs = ids[:, :-1] if model.causal else ids

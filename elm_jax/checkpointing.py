@@ -69,8 +69,11 @@ class Checkpointer:
       restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types for broken files.
       others = [s for s in self.all_steps() if s != step]
+      detail = repr(e)
+      if len(detail) > 1500:  # orbax lists whole trees
+        detail = detail[:1500] + f"... ({len(detail) - 1500} more characters)"
       raise RuntimeError(
-          f"Could not restore checkpoint {self.directory}/{step}: {e!r}. The "
+          f"Could not restore checkpoint {self.directory}/{step}: {detail}. The "
           "checkpoint is missing files or does not match this config. Move "
           f"that directory aside to resume from an earlier step {others}, or "
           "start with a new --workdir.") from e
@@ -90,13 +93,31 @@ class Checkpointer:
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device)
         if hasattr(m, "shape") and hasattr(m, "dtype") else m, saved)
 
+  def param_shapes(self, step: int) -> dict[str, tuple] | None:
+    """{"params/.../kernel": shape} of the saved params and ema_params, from
+    the metadata only; None when that cannot be read (restore reports it)."""
+    path = epath.Path(self.directory) / str(step) / "state"
+    try:
+      saved = ocp.StandardCheckpointHandler().metadata(path).tree
+      saved = {k: saved[k] for k in ("params", "ema_params") if k in saved}
+    except Exception:  # pylint: disable=broad-except
+      return None
+    return leaf_shapes(saved)
+
   def restore_config(self, step: int | None = None) -> dict:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"No checkpoint in {self.directory}.")
     path = os.path.join(self.directory, str(step), "config", "metadata")
-    with open(path) as f:
-      return json.load(f)
+    try:
+      with open(path) as f:
+        return json.load(f)
+    except (OSError, ValueError) as e:
+      others = [s for s in self.all_steps() if s != step]
+      raise ValueError(
+          f"Checkpoint {self.directory}/{step} has no readable config ({path}: "
+          f"{type(e).__name__}: {e}); the checkpoint is incomplete or corrupt. "
+          f"Move that directory aside to use an earlier step {others}.") from e
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -147,6 +168,15 @@ def load_run(workdir: str, kind: str, flag: str) -> SavedRun:
   finally:
     ckpt.close()
   return SavedRun(step, config, state)
+
+
+def leaf_shapes(tree: Any) -> dict[str, tuple]:
+  """{"a/b/c": shape} for every leaf with a shape."""
+  def name(path):
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                    for k in path)
+  return {name(p): tuple(x.shape)
+          for p, x in jax.tree_util.tree_leaves_with_path(tree) if hasattr(x, "shape")}
 
 
 def abstract_with_shardings(tree: Any, shardings: Any) -> Any:

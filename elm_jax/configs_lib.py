@@ -4,6 +4,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from elm_jax.config_error import ConfigError
 from elm_jax.models.transformer import SIZES as GENERATOR_SIZES
 
 
@@ -18,21 +19,25 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     key, sep, value = item.partition("=")
     key = key.strip()
     if key not in defaults:
-      raise ValueError(f"Unknown config argument {key!r} in {arg!r}; known: "
+      raise ConfigError(f"Unknown config argument {key!r} in {arg!r}; known: "
                        f"{sorted(defaults)}.")
     if not sep:
       out[key] = True
       continue
     kind = type(defaults[key])
     if kind is bool:
+      if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise ConfigError(f"Config argument {item!r} in {arg!r}: expected "
+                          "true or false.")
       out[key] = value.lower() in ("1", "true", "yes")
     else:
-      out[key] = kind(value)
+      try:
+        out[key] = kind(value)
+      except ValueError:
+        raise ConfigError(f"Config argument {item!r} in {arg!r}: {value!r} is "
+                          f"not a {kind.__name__} (default {defaults[key]!r})."
+                          ) from None
   return out
-
-
-class ConfigError(ValueError):
-  pass
 
 
 def require(ok: bool, field: str, message: str) -> None:
@@ -98,6 +103,9 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
   require(size in GENERATOR_SIZES, "model (size)",
           f"{size!r} unknown; expected one of {list(GENERATOR_SIZES)}.")
   n, _, width = a.split.partition("-")
+  if not (n.isdigit() and width.isdigit() and int(n) > 0 and int(width) > 0):
+    raise ConfigError(f"split={a.split!r}: expected n-k, n sub-codes of k bits "
+                      "each (e.g. split=2-8 for 16-bit codes).")
   layers, dim, heads = GENERATOR_SIZES[size]
   c = ml_collections.ConfigDict()
   c.stage = stage

@@ -45,15 +45,13 @@ DATASET_SOURCES = ("fashion_mnist", "tfds", "folder")
 RESULT_FILE = "evaluation.json"
 
 
-def load_images(path: str, limit: int = 0) -> np.ndarray:
+def load_images(path: str, limit: int = 0, what: str = "") -> np.ndarray:
   """arr_0 of an npz: uint8 [N, H, W, 3] (ADM's sample layout), the first `limit` if > 0."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} does not exist.")
-  with np.load(path) as data:
+  with fid.open_npz(path, what) as data:
     if "arr_0" not in data.files:
       raise ValueError(f"{path} has no arr_0 (keys {sorted(data.files)}); save samples with "
                        "np.savez(path, images) as uint8 [N, H, W, 3].")
-    images = data["arr_0"]
+    images = fid.read_npz_array(data, "arr_0", path)
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
     raise ValueError(f"{path}: arr_0 is {images.dtype} {images.shape}; expected uint8 "
                      "[N, H, W, 3] (ADM layout). Convert with np.clip(np.round(x * 255), 0, "
@@ -63,7 +61,7 @@ def load_images(path: str, limit: int = 0) -> np.ndarray:
 
 def _has_images(path: str) -> bool:
   """ADM's reference batches hold images (arr_0) beside their statistics: use the images."""
-  with np.load(path) as data:
+  with fid.open_npz(path, "--reference") as data:
     return "arr_0" in data.files
 
 
@@ -187,6 +185,8 @@ def evaluate(samples: str, reference: str, inception_path: str, out_dir: str,
     raise ValueError("elm_jax.evaluate runs as one process (over all of its devices); start "
                      "it on a single host.")
   dataset = parse_dataset(reference)
+  if reference_cache and not reference_cache.endswith(".npz"):  # before any features
+    raise ValueError(f"--reference_stats={reference_cache} must end in .npz.")
   params = inception.load_params(inception_path)
   mesh = extractor_lib.default_mesh()
   fake = extractor_lib.FeatureExtractor(params, mesh)
@@ -194,10 +194,10 @@ def evaluate(samples: str, reference: str, inception_path: str, out_dir: str,
 
   # What is compared with what (cheap checks first, features after).
   sample_stats = sample_images = tok = None
-  if samples and fid.is_stats_file(samples):
+  if samples and fid.is_stats_file(samples, "--samples"):
     sample_stats = fid.load_stats(samples)
   elif samples:
-    sample_images = load_images(samples, num_samples)
+    sample_images = load_images(samples, num_samples, "--samples")
     image_size = image_size or sample_images.shape[1]
   else:
     tok, recon_fn = _reconstructor(reconstruct)
@@ -209,10 +209,10 @@ def evaluate(samples: str, reference: str, inception_path: str, out_dir: str,
     batches, count = dataset_batches(source, split, image_size, batch_size, num_reference,
                                      data_path, data_name)
     tag = f"{source}:{split}:n={count}:size={image_size}"
-  elif fid.is_stats_file(reference) and not _has_images(reference):
+  elif fid.is_stats_file(reference, "--reference") and not _has_images(reference):
     batches, count, tag = None, 0, f"npz:{os.path.abspath(reference)}"
   else:
-    ref_images = load_images(reference, num_reference)
+    ref_images = load_images(reference, num_reference, "--reference")
     batches, count = array_batches(ref_images, batch_size), len(ref_images)
     tag = f"npz:{os.path.abspath(reference)}:n={count}"
   if tok is not None and batches is None:

@@ -4,6 +4,7 @@ Any config field can be overridden: `--config.optim.lr=3e-4`. Starting again
 with the same workdir resumes from its latest checkpoint.
 """
 
+import re
 import sys
 
 from absl import app, flags, logging
@@ -69,9 +70,34 @@ def main(f: dict) -> None:
   logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
                jax.default_backend(), jax.device_count(), jax.process_index(),
                jax.process_count())
-  loop.train_and_evaluate(config, f["workdir"].value, make_stage(config))
+  try:
+    loop.train_and_evaluate(config, f["workdir"].value, make_stage(config))
+  except configs_lib.ConfigError as e:  # found once the tokenizer/devices are known
+    logging.error("%s", e)
+    sys.exit(f"Invalid config: {e}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing; a --config.x=y override naming a field the config
+  does not have exits with the flag and a suggestion, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    text = str(e).replace("\\n", "\n")
+    found = re.search(r"'(\w+)", text)
+    key = found.group(1) if found else "?"
+    arg = next((a for a in argv[1:] if a.startswith("--config.")
+                and key in a.partition("=")[0].split(".")), None)
+    if arg is None:  # not an override's typo: e.g. a bug in the config file
+      raise
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    sys.exit(f"{arg.partition('=')[0]}: the config has no field {key!r}"
+             + (f"; did you mean {hint.group(1)!r}?" if hint else ".")
+             + " Check the spelling against the --config file.")
+  except flags.Error as e:
+    sys.exit(f"{e}\nPass --helpshort or --helpfull to see help on flags.")
 
 
 if __name__ == "__main__":
   _FLAGS = define_flags()
-  app.run(lambda argv: main(_FLAGS))
+  app.run(lambda argv: main(_FLAGS), flags_parser=parse_flags)

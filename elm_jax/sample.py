@@ -125,8 +125,12 @@ def run(config, workdir: str) -> dict:
   rules = tuple(tuple(r) for r in config.get("sharding_rules", None)
                 or sharding.DEFAULT_RULES)
   chief = jax.process_index() == 0
+  # The decoder too: a tokenizer trained on (or another one) changes the images.
+  tokenizer = config.tokenizer.checkpoint or gen.config.tokenizer.checkpoint
   settings = dict(generator=os.path.abspath(config.generator.checkpoint),
                   generator_step=gen.step, use_ema=config.generator.use_ema,
+                  tokenizer=os.path.abspath(tokenizer),
+                  tokenizer_step=gen.tokenizer.step,
                   seed=config.seed, batch_size=config.batch_size,
                   num_samples=config.num_samples, **dict(config.sampler))
   os.makedirs(workdir, exist_ok=True)

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from elm_jax.config_error import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -42,18 +44,18 @@ def mesh_shape(axes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
   unknown = [a for a in MESH_AXES if axes.get(a, 1) == -1]
   sizes = [int(axes.get(a, 1)) for a in MESH_AXES]
   if len(unknown) > 1:
-    raise ValueError(f"config.mesh: at most one axis may be -1, got {unknown}.")
+    raise ConfigError(f"config.mesh: at most one axis may be -1, got {unknown}.")
   known = math.prod(s for s in sizes if s != -1)
   if any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"config.mesh: sizes must be positive or -1, got {dict(axes)}.")
+    raise ConfigError(f"config.mesh: sizes must be positive or -1, got {dict(axes)}.")
   if unknown:
     if num_devices % known:
-      raise ValueError(
+      raise ConfigError(
           f"config.mesh={dict(axes)}: the fixed axes ({known} devices) do not "
           f"divide the {num_devices} available devices.")
     sizes[MESH_AXES.index(unknown[0])] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(
+    raise ConfigError(
         f"config.mesh={dict(axes)} needs {math.prod(sizes)} devices but "
         f"{num_devices} are available; set one axis to -1 to absorb the rest.")
   return tuple(sizes)
@@ -74,7 +76,7 @@ def batch_parallelism(mesh: Mesh) -> int:
 def check_batch(global_batch: int, mesh: Mesh, field: str = "batch_size") -> None:
   n = batch_parallelism(mesh)
   if global_batch % n:
-    raise ValueError(
+    raise ConfigError(
         f"config.{field}={global_batch} is not divisible by the data-parallel "
         f"size {n} (mesh data x fsdp = {dict(mesh.shape)}); choose a multiple "
         f"of {n}.")

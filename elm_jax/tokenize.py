@@ -16,6 +16,7 @@ that is already there is never overwritten.
 
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +68,7 @@ def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str
       os.path.join(tmp, f"{name}.npy"), mode="w+", dtype=np.uint8,
       shape=(n, g, g, k)) for name in names}
   labels = np.zeros((n,), np.int32)
-  written = 0
+  written, start, every = 0, time.time(), max(n // 10, 1)
   for batch in loader:
     keep = batch["mask"] > 0
     images = batch["image"]
@@ -78,6 +79,9 @@ def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str
       arrays["probs_flipped"][rows] = np.asarray(
           encode(tok.params, images[:, :, ::-1]))[keep]
     labels[rows] = batch["label"][keep]
+    if (written + count) // every > written // every:  # about every 10%
+      logging.info("%s: %d of %d examples (%.1f images/s)", split,
+                   written + count, n, (written + count) / (time.time() - start))
     written += count
   if written != n:
     raise RuntimeError(f"{split}: encoded {written} of {n} examples (images "
@@ -104,9 +108,12 @@ def _splits_already_written(out_dir: str, splits: list, meta: dict) -> dict:
   settings. Returns the counts of the splits already there."""
   there = [s for s in splits if os.path.exists(os.path.join(out_dir, s))]
   if there:
+    rest = [s for s in splits if s not in there]
     raise FileExistsError(
         f"{', '.join(os.path.join(out_dir, s) for s in there)} exists; remove "
-        "it to tokenize again (nothing was written).")
+        "it to tokenize again"
+        + (f", or pass --splits={','.join(rest)} to add only the others"
+           if rest else "") + " (nothing was written).")
   path = os.path.join(out_dir, META)
   if not os.path.exists(path):
     return {}

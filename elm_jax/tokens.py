@@ -10,17 +10,19 @@ bits) and the generators (which model the ids).
 import jax
 import jax.numpy as jnp
 
+from elm_jax.config_error import ConfigError
+
 
 def check_split(bits: int, num_subcodes: int) -> int:
   """Bits per sub-code; a clear error when n does not divide K."""
   if num_subcodes < 1 or bits % num_subcodes:
-    raise ValueError(
+    raise ConfigError(
         f"{bits}-bit codes cannot be split into {num_subcodes} equal sub-codes; "
         f"choose n among the divisors of {bits}: "
         f"{[d for d in range(1, bits + 1) if bits % d == 0]}.")
   width = bits // num_subcodes
   if width > 24:
-    raise ValueError(f"sub-codes of {width} bits mean a {2 ** width}-way "
+    raise ConfigError(f"sub-codes of {width} bits mean a {2 ** width}-way "
                      "vocabulary; split into more sub-codes.")
   return width
 
@@ -40,7 +42,7 @@ def subcodes_to_bits(ids: jax.Array, bits_per_code: int, grid: int,
   b, length, n = ids.shape
   width = check_split(bits_per_code, n)
   if length != grid * grid:
-    raise ValueError(f"{length} positions do not form a {grid}x{grid} grid.")
+    raise ConfigError(f"{length} positions do not form a {grid}x{grid} grid.")
   shifts = jnp.arange(width - 1, -1, -1, dtype=jnp.int32)
   out = (ids[..., None].astype(jnp.int32) >> shifts) & 1  # [B, L, n, width]
   return out.reshape(b, grid, grid, bits_per_code).astype(dtype)

@@ -93,3 +93,25 @@ def test_commands_write_numbers_plots_and_tensorboard(tmp_path, tiny_tokenizer_d
     assert os.path.getsize(os.path.join(out, name)) > 1000
   assert json.load(open(os.path.join(out, "attention.json"))) == res
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
+
+
+def test_attention_command_unstacks_a_scanned_generator(tmp_path, tiny_tokenizer_dir):
+  """The imagenet configs (and converted ELM checkpoints) scan their layers."""
+  from conftest import save_random_run, tiny_config
+  config = tiny_config("ar", "tiny,split=2-4")
+  config.tokenizer.checkpoint = tiny_tokenizer_dir
+  config.model.scan_layers = True
+  workdir = save_random_run(config, str(tmp_path / "ar_scanned"), step=3)
+  stage, params, _ = analyze.load_generator(workdir)
+  assert stage.model.scan_layers and "layers" in params
+  model, flat = analyze.unscanned(stage.model, params)
+  assert not model.scan_layers and "layers_1" in flat and "layers" not in flat
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 20, model.num_subcodes), 0,
+                              model.vocab_size)
+  labels = jnp.array([1, 2])
+  np.testing.assert_allclose(  # the same function
+      np.asarray(model.apply({"params": flat}, tokens, labels, train=False)),
+      np.asarray(stage.model.apply({"params": params}, tokens, labels, train=False)),
+      atol=1e-5)
+  res = analyze.attention(workdir, 2, str(tmp_path / "analysis"))
+  assert len(res["mean_distance_per_layer"]) == model.num_layers

@@ -7,6 +7,7 @@ import logging
 import os
 import struct
 import sys
+import types
 import zlib
 
 from absl import flags
@@ -293,6 +294,29 @@ def test_image_folder_full_epoch_skips_bad_images(tmp_path, caplog):
     assert set(b) == {"image", "label"}
   skipped = [r.getMessage() for r in caplog.records if "Skipping" in r.getMessage()]
   assert skipped and all("garbage.jpg" in m or "truncated.jpg" in m for m in skipped)
+
+
+def test_training_on_only_undecodable_images_fails_instead_of_spinning(tmp_path):
+  for i in range(3):
+    path = tmp_path / "train" / "x" / f"{i}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a png")
+  train = pipeline.make_loader("folder", str(tmp_path), "", "train", 16, 2, True, 0, 1)
+  with pytest.raises(transforms.UnreadableDatasetError, match="None of the 3 images"):
+    next(iter(train))
+  # One decodable image among them is enough to train on.
+  (tmp_path / "train" / "x" / "ok.png").write_bytes(
+      _encode(Image.fromarray(np.zeros((20, 20, 3), np.uint8)), "PNG"))
+  train = pipeline.make_loader("folder", str(tmp_path), "", "train", 16, 2, True, 0, 1)
+  for b in _take(iter(train), 3):
+    assert b["image"].shape == (2, 16, 16, 3)
+
+
+def test_an_evaluation_that_counted_nothing_is_named():
+  data = types.SimpleNamespace(eval_split="val", source="folder", get=lambda k, d="": "/d")
+  with pytest.raises(ValueError, match="eval_split='val' of folder '/d' counted no example"):
+    pipeline.check_eval_count(0.0, data)
+  pipeline.check_eval_count(1.0, data)
 
 
 def test_image_folder_exact_resume(tmp_path):

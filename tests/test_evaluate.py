@@ -124,3 +124,31 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, random_inception):
     evaluate.evaluate("", "fashion_mnist:test", random_inception, str(tmp_path))
   with pytest.raises(ValueError, match="convert_inception"):
     evaluate.evaluate(floats, "fashion_mnist:test", "", str(tmp_path))
+
+
+def test_unreadable_npz_files_are_named(tmp_path):
+  garbage, truncated, objects = (str(tmp_path / n) for n in ("g.npz", "t.npz", "o.npz"))
+  with open(garbage, "wb") as f:
+    f.write(b"garbage")
+  np.savez(truncated, np.zeros((4, 8, 8, 3), np.uint8))
+  with open(truncated, "r+b") as f:
+    f.truncate(os.path.getsize(truncated) // 2)
+  np.savez(objects, np.array([np.zeros(2), np.zeros(3)], dtype=object))
+  for path in (garbage, truncated):
+    with pytest.raises(ValueError, match=f"--samples={path} is not a readable .npz"):
+      evaluate.load_images(path, what="--samples")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+      fid.load_stats(path)
+    with pytest.raises(ValueError, match="not a readable .npz"):
+      inception.load_params(path)
+  with pytest.raises(ValueError, match="arr_0 cannot be read"):
+    evaluate.load_images(objects)
+  with pytest.raises(FileNotFoundError, match="--samples=.*missing.npz does not exist"):
+    fid.is_stats_file(str(tmp_path / "missing.npz"), "--samples")
+
+
+def test_reference_stats_path_is_checked_before_any_work(tmp_path):
+  with pytest.raises(ValueError, match="--reference_stats=.*stats.json must end in .npz"):
+    evaluate.evaluate(str(tmp_path / "s.npz"), "fashion_mnist:test",
+                      str(tmp_path / "no_inception.npz"), str(tmp_path / "out"),
+                      reference_cache=str(tmp_path / "stats.json"))

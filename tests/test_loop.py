@@ -17,11 +17,11 @@ from elm_jax.train.state import TrainState
 class CountingStage:
   """w <- w + mean(x); the loss turns NaN from step `nan_at` on."""
 
-  def __init__(self, nan_at=None):
-    self.nan_at = nan_at
+  def __init__(self, nan_at=None, width=4, eval_error=None):
+    self.nan_at, self.width, self.eval_error = nan_at, width, eval_error
 
   def init(self, rng):
-    return TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.zeros((4,))},
+    return TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.zeros((self.width,))},
                       opt_state={}, ema_params={}, model_state={}, rng=rng)
 
   def train_step(self, state, batch, frozen):
@@ -43,6 +43,8 @@ class CountingStage:
     return iter(())
 
   def evaluate(self, state, frozen, batches, mesh):
+    if self.eval_error:
+      raise self.eval_error
     return {"w0": float(state.params["w"][0])}, {}
 
 
@@ -89,4 +91,38 @@ def test_batch_not_divisible_by_mesh_fails_before_compiling(tmp_path):
   c = config(2)
   c.batch_size = 6
   with pytest.raises(ValueError, match="batch_size=6 is not divisible"):
-    loop.train_and_evaluate(c, str(tmp_path), CountingStage())
+    loop.train_and_evaluate(c, str(tmp_path / "run"), CountingStage())
+  assert not (tmp_path / "run").exists()  # no empty workdir left behind
+
+
+def _snapshot(root):
+  return {os.path.relpath(os.path.join(d, f), root): os.path.getsize(os.path.join(d, f))
+          for d, _, files in os.walk(root) for f in files}
+
+
+def test_resuming_another_stage_or_other_shapes_is_refused_untouched(tmp_path):
+  c = config(4)
+  c.stage, c.model = "bae", dict(width=4)
+  loop.train_and_evaluate(c, str(tmp_path), CountingStage())
+  before = _snapshot(tmp_path)
+  other = config(6)
+  other.stage, other.model = "ar", dict(width=4)
+  with pytest.raises(ValueError, match="holds a 'bae' run but this config trains 'ar'"):
+    loop.train_and_evaluate(other, str(tmp_path), CountingStage())
+  wider = config(6)
+  wider.stage, wider.model = "bae", dict(width=5)
+  with pytest.raises(ValueError, match=r"params/w: saved \(4,\), now \(5,\).*"
+                     r"model.width: 4 -> 5"):
+    loop.train_and_evaluate(wider, str(tmp_path), CountingStage(width=5))
+  assert _snapshot(tmp_path) == before  # not even an event file was added
+  c.total_steps = 6  # the same run, extended, still resumes
+  state = loop.train_and_evaluate(c, str(tmp_path), CountingStage())
+  assert int(state.step) == 6
+
+
+def test_a_failing_evaluation_keeps_the_checkpoint_of_its_step(tmp_path):
+  c = config(4)
+  c.eval_every = 4
+  with pytest.raises(ZeroDivisionError):
+    loop.train_and_evaluate(c, str(tmp_path), CountingStage(eval_error=ZeroDivisionError()))
+  assert checkpointing.Checkpointer(str(tmp_path)).all_steps() == [2, 4]

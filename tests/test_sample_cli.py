@@ -91,3 +91,29 @@ def test_store_redoes_unreadable_batches(tmp_path):
   assert store.load_batch(0) is not None and store.load_batch(1) is None
   with pytest.raises(RuntimeError, match=r"Batches \[1\] are missing"):
     store.assemble(2, 4)
+
+
+def test_resume_refuses_another_tokenizer_checkpoint(tiny_tokenizer_dir, tmp_path):
+  """The tokenizer decodes the samples: training it further (a later step)
+  or naming another one must not mix decoders in one npz."""
+  import shutil
+  from conftest import save_random_run, tiny_config
+  from elm_jax import sample
+  tok = str(tmp_path / "tok")
+  shutil.copytree(tiny_tokenizer_dir, tok)
+  gen = save_tiny_generator("ar", tok, str(tmp_path / "ar"))
+  config = get_config("sample", "tiny")
+  config.generator.checkpoint, config.num_samples = gen, 0
+  config.batch_size, config.grid.per_class = 8, 0  # 8 devices; no sampling
+  out = str(tmp_path / "out")
+  sample.run(config, out)  # pins the settings
+  sample.run(config, out)  # same settings: fine
+  config.tokenizer.checkpoint = tiny_tokenizer_dir  # same weights, other run
+  with pytest.raises(ValueError, match="other settings.*'tokenizer'"):
+    sample.run(config, out)
+  config.tokenizer.checkpoint = ""
+  tok_config = tiny_config("bae", "tiny")
+  tok_config.loss.gan_weight = 0.0
+  save_random_run(tok_config, tok, step=5)  # the tokenizer trained on
+  with pytest.raises(ValueError, match="other settings.*tokenizer_step"):
+    sample.run(config, out)

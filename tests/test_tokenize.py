@@ -139,3 +139,17 @@ def test_tokens_from_another_tokenizer_step_are_refused(tmp_path, tiny_tokenizer
   # A tokenizer directory that moved since: accepted (same step).
   (out / "meta.json").write_text(json.dumps({**meta, "tokenizer": "/gone/bae"}))
   assert ARStage(config).tokens_dir == str(out)
+
+
+def test_rerun_after_a_kill_names_the_missing_splits_and_logs_progress(
+    tmp_path, image_folder, tiny_tokenizer_dir, caplog):
+  """A run killed after train: the same command is refused, and the message
+  says how to add only what is missing instead of deleting finished work."""
+  import logging
+  out = str(tmp_path / "tokens")
+  data = dict(source="folder", path=image_folder, name="")
+  caplog.set_level(logging.INFO, logger="absl")
+  tokenize.tokenize(tiny_tokenizer_dir, out, ["train"], 4, True, data)
+  assert "train: 4 of 6 examples" in caplog.text  # progress while it runs
+  with pytest.raises(FileExistsError, match="--splits=test to add only"):
+    tokenize.tokenize(tiny_tokenizer_dir, out, ["train", "test"], 4, True, data)

@@ -106,7 +106,7 @@ def make_loader(
     ops = [transforms.GrayToRGB(image_size)]
     ops += [transforms.RandomFlip()] if train else []
   else:
-    ops = [transforms.DecodeImage()]
+    ops = [transforms.DecodeImage(num_records=len(src) if train else 0)]
     if train:
       ops += [transforms.DropUndecodable(), transforms.TrainCrop(image_size)]
     else:
@@ -162,3 +162,14 @@ def eval_pass(loader, eval_config, full: bool):
     if 0 < limit <= i:
       return
     yield batch
+
+
+def check_eval_count(count: float, data) -> None:
+  """An evaluation pass that counted no example (every image undecodable, or
+  eval.max_batches cut before any) has no mean to report."""
+  if count <= 0:
+    raise ValueError(
+        f"The evaluation pass over data.eval_split={data.eval_split!r} of "
+        f"{data.source} {data.get('path', '')!r} counted no example: its images "
+        "are all undecodable (see the skip warnings above) or it is empty. Fix "
+        "or replace the files, or point data.eval_split at another split.")

@@ -156,34 +156,65 @@ def gray_to_rgb_sized(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class DecodeImage(grain.transforms.Map):
-  """record["image"] bytes/array -> uint8 [H, W, 3], or None (logged with its name) if bad."""
+  """record["image"] bytes/array -> uint8 [H, W, 3], or None (logged with its name) if bad.
 
-  def __init__(self):
+  num_records > 0 (training, an endless stream): once that many distinct records have failed
+  and none has decoded, every image of the split is broken and the stream would never yield a
+  batch, so this raises `UnreadableDatasetError` instead of skipping forever.
+  """
+
+  def __init__(self, num_records: int = 0):
+    self.num_records = num_records
     self._skipped = 0
+    self._decoded = 0
+    self._failed_names: set = set()
     self._lock = threading.Lock()
 
   def __getstate__(self):  # Locks do not pickle; each worker process counts its own skips.
-    return {"_skipped": self._skipped}
+    return {"num_records": self.num_records, "_skipped": self._skipped,
+            "_decoded": self._decoded, "_failed_names": self._failed_names}
 
   def __setstate__(self, state):
+    self.num_records = state.get("num_records", 0)
     self._skipped = state["_skipped"]
+    self._decoded = state.get("_decoded", 0)
+    self._failed_names = state.get("_failed_names", set())
     self._lock = threading.Lock()
 
   def map(self, element: dict) -> dict:
     if element.get("mask", 1.0) == 0.0:  # Eval padding record: never used, not decoded.
       element["image"] = None
       return element
+    name = element.get("name", "<unnamed>")
     try:
       element["image"] = decode_image(element["image"])
     except ImageDecodeError as e:
       with self._lock:
         self._skipped += 1
         count = self._skipped
+        if self.num_records and not self._decoded:
+          self._failed_names.add(name)
+          all_bad = len(self._failed_names) >= self.num_records
+        else:
+          all_bad = False
+      if all_bad:
+        raise UnreadableDatasetError(
+            f"None of the {self.num_records} images of this split can be decoded (last: "
+            f"{name}: {e}); check data.path and data.train_split, or replace the files.")
       logging.warning(
           "Skipping undecodable image %s (%s); %d image(s) skipped so far in this process.",
-          element.get("name", "<unnamed>"), e, count)
+          name, e, count)
       element["image"] = None
+      return element
+    if not self._decoded:
+      with self._lock:
+        self._decoded += 1
+        self._failed_names.clear()
     return element
+
+
+class UnreadableDatasetError(ValueError):
+  """Every image of a training split failed to decode."""
 
 
 class DropUndecodable(grain.transforms.Filter):

@@ -17,6 +17,7 @@ for precision/recall) and spatial_features [N, 2023], and `source` (a string nam
 """
 
 import os
+import zipfile
 from typing import Mapping
 
 import numpy as np
@@ -123,8 +124,37 @@ def save_stats(path: str, stats: Mapping[str, np.ndarray]) -> None:
       os.remove(tmp)
 
 
-def is_stats_file(path: str) -> bool:
-  with np.load(path) as data:
+def open_npz(path: str, what: str = "") -> "np.lib.npyio.NpzFile":
+  """np.load of an .npz, with a missing or unreadable file named (`what`: the
+  option that gave it, e.g. "--samples")."""
+  label = f"{what}={path}" if what else path
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{label} does not exist.")
+  try:
+    data = np.load(path, allow_pickle=False)
+  except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    detail = ("not a zip archive" if "pickled" in str(e)
+              else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    raise ValueError(f"{label} is not a readable .npz file ({detail}); it is truncated, "
+                     "corrupt or of another format: replace it (np.savez writes one).") from e
+  if not hasattr(data, "files"):
+    raise ValueError(f"{label} holds a single .npy array, not an .npz; save it with "
+                     "np.savez(path, images).")
+  return data
+
+
+def read_npz_array(data, key: str, label: str) -> np.ndarray:
+  """data[key], with an unreadable member (object array, truncation) named."""
+  try:
+    return data[key]
+  except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    raise ValueError(f"{label}: {key} cannot be read ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}); save plain numeric "
+                     "arrays with np.savez.") from e
+
+
+def is_stats_file(path: str, what: str = "") -> bool:
+  with open_npz(path, what) as data:
     return all(k in data.files for k in STATS_KEYS)
 
 
@@ -132,13 +162,13 @@ def load_stats(path: str) -> dict[str, np.ndarray]:
   """Reads a statistics npz, checking that every key is there and the shapes agree."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"Statistics file {path!r} does not exist.")
-  with np.load(path) as data:
+  with open_npz(path) as data:
     missing = [k for k in STATS_KEYS if k not in data.files]
     if missing:
       raise ValueError(f"{path} is not a statistics npz: keys {missing} are missing (found "
                        f"{sorted(data.files)}). Write one with `python -m elm_jax.evaluate "
                        "--reference=... --reference_stats=PATH`.")
-    stats = {k: np.asarray(data[k]) for k in data.files}
+    stats = {k: np.asarray(read_npz_array(data, k, path)) for k in data.files}
   for m, s in (("mu", "sigma"), ("mu_s", "sigma_s")):
     d = stats[m].shape[0]
     if stats[m].ndim != 1 or stats[s].shape != (d, d):

@@ -239,13 +239,14 @@ def load_params(path: str) -> Any:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"Inception weights {path!r} not found (expected the .npz that "
                             "`python -m elm_jax.evaluation.convert_inception --out=PATH` writes).")
+  from elm_jax.evaluation import fid  # pylint: disable=import-outside-toplevel
   params: dict = {}
-  with np.load(path) as data:
+  with fid.open_npz(path) as data:
     for key in data.files:
       node = params
       *scopes, leaf = key.split("/")
       for s in scopes:
         node = node.setdefault(s, {})
-      node[leaf] = np.asarray(data[key], np.float32)
+      node[leaf] = np.asarray(fid.read_npz_array(data, key, path), np.float32)
   tree_check.check_against(expected_params(), params, path)
   return params

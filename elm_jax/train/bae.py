@@ -232,6 +232,7 @@ class TokenizerStage:
         stats = stats.merge(batch_stats)
     total = jax.device_get(total)
     count = float(total.pop("count"))
+    pipeline.check_eval_count(count, self.config.data)
     out = {k: float(v) / count for k, v in total.items()}
     out["code_usage"] = float(stats.usage())
     if isinstance(stats, recon.BitStats):

@@ -19,10 +19,25 @@ import optax
 from absl import logging
 
 from elm_jax import sharding
+from elm_jax.config_error import ConfigError
 from elm_jax.data import pipeline, token_pipeline
 from elm_jax.models.transformer import build_transformer
 from elm_jax.train import frozen_tokenizer, optim
 from elm_jax.train.state import TrainState
+
+
+def _check_split_fields(config: ml_collections.ConfigDict) -> None:
+  """config.split must agree with model.num_subcodes and subcode_bits, which
+  the config file derives from it: a --config.split=... override alone
+  changes neither."""
+  split = f"{config.model.num_subcodes}-{config.subcode_bits}"
+  if str(config.split) != split:
+    raise ConfigError(
+        f"config.split={config.split!r} disagrees with model.num_subcodes="
+        f"{config.model.num_subcodes} and subcode_bits={config.subcode_bits} "
+        f"({split}): the split is read when the config is built, so pass it "
+        f"as a config argument (--config=configs/{config.stage}.py:tiny,"
+        f"split={config.split}) instead of --config.split.")
 
 
 class GeneratorStage:
@@ -37,12 +52,14 @@ class GeneratorStage:
     self.config = config
     self.tokenizer = tokenizer or frozen_tokenizer.load(config.tokenizer.checkpoint)
     k, n = self.tokenizer.bits, config.model.num_subcodes
+    _check_split_fields(config)
     if n * config.subcode_bits != k:
-      raise ValueError(
+      fits = [f"{d}-{k // d}" for d in range(1, k + 1) if k % d == 0]
+      raise ConfigError(
           f"config.split={config.split!r} needs {n} x {config.subcode_bits} = "
           f"{n * config.subcode_bits} bits per position, but the tokenizer in "
           f"{config.tokenizer.checkpoint} makes {k}-bit codes; choose n-k with "
-          f"n*k = {k} (e.g. split={n}-{k // n}).")
+          f"n*k = {k} (one of {', '.join(fits)}).")
     model_kw = dict(config.model)
     model_kw.update(bits=self.tokenizer.bits, grid_size=self.tokenizer.grid_size,
                     causal=self.causal)
@@ -51,7 +68,7 @@ class GeneratorStage:
     self.length = self.tokenizer.grid_size ** 2
     size = self.tokenizer.config.data.image_size
     if size != config.data.image_size:
-      raise ValueError(
+      raise ConfigError(
           f"config.data.image_size={config.data.image_size} but the tokenizer "
           f"in {config.tokenizer.checkpoint} was trained on {size}x{size}.")
     self.schedule = optim.schedule(
@@ -63,7 +80,7 @@ class GeneratorStage:
     if self.tokens_dir:
       meta = token_pipeline.read_meta(self.tokens_dir)
       if (meta["bits"], meta["grid_size"]) != (k, self.tokenizer.grid_size):
-        raise ValueError(
+        raise ConfigError(
             f"config.data.tokens={self.tokens_dir!r} holds {meta['bits']}-bit "
             f"codes on a {meta['grid_size']}^2 grid; the tokenizer makes {k}-bit "
             f"codes on {self.tokenizer.grid_size}^2. Tokenize with this tokenizer.")
@@ -79,7 +96,7 @@ class GeneratorStage:
     other = (source is not None and not moved
              and not os.path.samefile(source, here))
     if other or (step is not None and step != self.tokenizer.step):
-      raise ValueError(
+      raise ConfigError(
           f"config.data.tokens={self.tokens_dir!r} was tokenized by {source} at "
           f"step {step}, but config.tokenizer.checkpoint={here!r} is at step "
           f"{self.tokenizer.step}{' in another directory' if other else ''}; "
@@ -169,6 +186,7 @@ class GeneratorStage:
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = jax.device_get(total)
     count = float(total.pop("count"))
+    pipeline.check_eval_count(count, self.config.data)
     out = {k: float(v) / count for k, v in total.items()}
     out["perplexity"] = float(np.exp(out["loss"]))
     out["examples"] = count

@@ -19,6 +19,7 @@ import numpy as np
 from absl import logging
 
 from elm_jax import checkpointing, metrics, sharding
+from elm_jax.config_error import ConfigError
 from elm_jax.train.state import TrainState
 
 
@@ -57,11 +58,11 @@ def _config_dict(config: ml_collections.ConfigDict) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stage: Stage) -> TrainState:
   """Trains `stage` to config.total_steps, resuming from `workdir` if possible."""
-  os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(config.batch_size, mesh)
   if "eval" in config and "batch_size" in config.eval:
     sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
+  os.makedirs(workdir, exist_ok=True)  # after the checks: no empty workdir left
   rules = tuple(tuple(r) for r in config.get("sharding_rules", None)
                 or sharding.DEFAULT_RULES)
   logging.info("Mesh %s on %d devices (%d processes)", dict(mesh.shape),
@@ -90,7 +91,6 @@ def jit_train_step(stage: Stage, state_sharding):
 
 
 def _run(config, workdir, stage, mesh, rules) -> TrainState:
-  writer = metrics.create_writer(workdir)
   rng = jax.random.PRNGKey(config.seed)
   unboxed, state_sharding, init = sharded_state(stage, mesh, rules, rng)
 
@@ -98,8 +98,10 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
   data_iter = iter(loader)
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   start = ckpt.latest_step()
-  if start is not None:
+  fresh = start is None
+  if not fresh:
     checkpointing.log_restore(start, ckpt.directory)
+    _check_resumable(config, ckpt, start, unboxed)
     state = ckpt.restore(start, checkpointing.abstract_with_shardings(
         unboxed, state_sharding), data_iter)
   else:
@@ -107,6 +109,9 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
     state = init(rng)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(unboxed.params))
     logging.info("Initialised %d trainable parameters", n_params)
+  # After the restore: a refused resume leaves no new event file behind.
+  writer = metrics.create_writer(workdir)
+  if fresh:
     writer.write_hparams(_flat_hparams(config))
 
   try:
@@ -152,10 +157,10 @@ def _train(config, stage, mesh, state, state_sharding, start, data_iter, ckpt,
         scalars["tokens_per_sec"] = scalars["steps_per_sec"] * stage.tokens_per_step
       tick, tick_step = now, step
       writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+    if checkpoint_now:  # before the evaluation: a failing eval loses no steps
+      ckpt.save(step, state, data_iter, cfg_json)
     if step % config.eval_every == 0 or step == total:
       _evaluate(stage, state, frozen, mesh, writer, step, final=step == total)
-    if checkpoint_now:
-      ckpt.save(step, state, data_iter, cfg_json)
   logging.info("Finished at step %d", step)
   return state
 
@@ -170,6 +175,45 @@ def _evaluate(stage, state, frozen, mesh, writer, step, final) -> None:
     writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
   logging.info("eval at step %d: %s", step,
                ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+
+
+def _check_resumable(config, ckpt, step: int, unboxed) -> None:
+  """Refuses, naming the changed config fields, to resume a checkpoint of
+  another stage or whose parameters have other shapes than this config's."""
+  try:
+    saved = ckpt.restore_config(step)
+  except (OSError, ValueError):
+    saved = None  # restore names the broken checkpoint
+  where = f"{ckpt.directory}/{step}"
+  if saved is not None and "stage" in config and saved.get("stage") != config.stage:
+    raise ConfigError(
+        f"{where} holds a {saved.get('stage')!r} run but this config trains "
+        f"{config.stage!r}; pass a new --workdir (or the {config.stage} run's own).")
+  shapes = ckpt.param_shapes(step)
+  want = checkpointing.leaf_shapes({"params": unboxed.params,
+                                    "ema_params": unboxed.ema_params})
+  if shapes is None or shapes == want:
+    return
+  diff = [f"{k}: saved {shapes.get(k, 'absent')}, now {want.get(k, 'absent')}"
+          for k in sorted(set(shapes) | set(want)) if shapes.get(k) != want.get(k)]
+  changed = _changed_fields(saved, _config_dict(config)) if saved else []
+  raise ConfigError(
+      f"{where} holds parameters of another shape than this config makes "
+      f"({len(diff)} differ, e.g. {'; '.join(diff[:3])}). Changed config fields: "
+      f"{'; '.join(changed[:12]) or 'none found'}. Resume with the saved values "
+      "(--config.FIELD=VALUE) or start a new --workdir.")
+
+
+def _changed_fields(saved: dict, current: dict, prefix: str = "") -> list[str]:
+  """'field: saved -> current' for every leaf that differs."""
+  out = []
+  for key in sorted(set(saved) | set(current)):
+    a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _changed_fields(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return out
 
 
 def _flat_hparams(config) -> dict:

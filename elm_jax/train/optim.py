@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from elm_jax.config_error import ConfigError
+
 
 def schedule(lr: float, warmup_steps: int = 0, decay: str = "constant",
              total_steps: int = 0, final_fraction: float = 0.0):
@@ -16,7 +18,7 @@ def schedule(lr: float, warmup_steps: int = 0, decay: str = "constant",
     after = optax.cosine_decay_schedule(
         lr, max(total_steps - warmup_steps, 1), alpha=final_fraction)
   else:
-    raise ValueError(f"optim.decay={decay!r}: expected 'constant' or 'cosine'.")
+    raise ConfigError(f"optim.decay={decay!r}: expected 'constant' or 'cosine'.")
   if warmup_steps <= 0:
     return after
   return optax.join_schedules(
@@ -34,6 +36,10 @@ def make_optimizer(*, name: str = "adam", lr: float, b1: float = 0.9,
                    warmup_steps: int = 0, decay: str = "constant",
                    total_steps: int = 0, final_fraction: float = 0.0
                    ) -> optax.GradientTransformation:
+  if not lr > 0:  # also catches NaN
+    raise ConfigError(f"optim.lr={lr} must be positive (e.g. --config.optim.lr=1e-4).")
+  if warmup_steps < 0:
+    raise ConfigError(f"optim.warmup_steps={warmup_steps} must be >= 0.")
   sched = schedule(lr, warmup_steps, decay, total_steps, final_fraction)
   if name == "adam":
     opt = optax.adam(sched, b1=b1, b2=b2, eps=eps)
@@ -41,7 +47,7 @@ def make_optimizer(*, name: str = "adam", lr: float, b1: float = 0.9,
     opt = optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                       mask=decay_mask)
   else:
-    raise ValueError(f"optim.name={name!r}: expected 'adam' or 'adamw'.")
+    raise ConfigError(f"optim.name={name!r}: expected 'adam' or 'adamw'.")
   if grad_clip > 0:
     opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)
   return opt

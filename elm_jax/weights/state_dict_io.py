@@ -130,6 +130,13 @@ def _load_torch(path: str, allow_pickle: bool) -> Any:
         "https://download.pytorch.org/whl/cpu`), or save the state dict as "
         ".npz where torch is installed: `np.savez(OUT, **{k: v.float().numpy() "
         "for k, v in sd.items()})`.") from e
+  with open(path, "rb") as f:
+    magic = f.read(4)
+  if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+    # torch files are zip archives or pickles (protocol >= 2).
+    raise ValueError(f"--src={path} is not a PyTorch checkpoint (it starts with {magic!r}, "
+                     "neither a zip archive nor a pickle); pass the .pt/.pth/.th file "
+                     "torch.save wrote, or an .npz of the state dict.")
   torch.serialization.add_safe_globals([argparse.Namespace])
   try:
     return torch.load(path, map_location="cpu", weights_only=not allow_pickle)

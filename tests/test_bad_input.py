@@ -1,0 +1,109 @@
+"""Careless input to the training, checkpoint and conversion paths: each fails with a message
+that names the problem and the fix, and leaves existing files alone."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from config_loading import get_config
+from elm_jax import checkpointing
+from elm_jax.config_error import ConfigError
+from elm_jax.models import resolve_dtypes
+from elm_jax.train import frozen_tokenizer, optim
+from elm_jax.train.ar import ARStage
+from elm_jax.weights import state_dict_io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_split_override_and_suggestions(tiny_tokenizer_dir):
+  config = get_config("ar", "tiny")  # split 2-8
+  config.tokenizer.checkpoint = tiny_tokenizer_dir
+  config.split = "2-4"  # what --config.split=2-4 does: num_subcodes, subcode_bits unchanged
+  with pytest.raises(ValueError, match=r"split='2-4' disagrees with model.num_subcodes=2 "
+                     r"and subcode_bits=8.*configs/ar.py:tiny,split=2-4"):
+    ARStage(config)
+  config = get_config("ar", "tiny,split=3-3")
+  config.tokenizer.checkpoint = tiny_tokenizer_dir
+  with pytest.raises(ValueError, match=r"makes 8-bit codes.*\(one of 1-8, 2-4, 4-2, 8-1\)"):
+    ARStage(config)
+
+
+def test_unknown_dtype_and_bad_learning_rates():
+  with pytest.raises(ValueError, match=r"config.model.dtype='bf16' is unknown.*bfloat16"):
+    resolve_dtypes({"dtype": "bf16"})
+  for lr in (0.0, -1e-3, float("nan")):
+    with pytest.raises(ValueError, match="optim.lr=.* must be positive"):
+      optim.make_optimizer(lr=lr)
+  with pytest.raises(ValueError, match="warmup_steps=-1"):
+    optim.make_optimizer(lr=1e-3, warmup_steps=-1)
+
+
+def test_misspelt_config_override_is_named_without_a_traceback(tmp_path):
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "-m", "elm_jax.main", "--config=configs/bae.py:tiny",
+       f"--workdir={workdir}", "--config.optim.lrr=1"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert ("--config.optim.lrr: the config has no field 'lrr'; did you mean 'lr'?"
+          in result.stderr)
+  assert "Traceback" not in result.stderr
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("tiny,split=3", r"split='3': expected n-k"),
+    ("tiny,split=x-y", r"split='x-y': expected n-k"),
+    ("tiny,split=0-8", r"split='0-8': expected n-k"),
+    ("size=B,tiny=maybe", r"'tiny=maybe' in 'size=B,tiny=maybe': expected true or false"),
+])
+def test_malformed_config_arguments_are_named(arg, message):
+  assert get_config("ar", "size=B,tiny=yes").model.num_layers == 2
+  with pytest.raises(ConfigError, match=message):
+    get_config("ar", arg)
+
+
+def test_malformed_number_in_a_config_argument_is_named():
+  with pytest.raises(ConfigError, match=r"'bits=x' in 'tiny,bits=x': 'x' is not a int"):
+    get_config("bae", "tiny,bits=x")
+
+
+def test_a_mesh_that_does_not_fit_exits_with_the_fix_not_a_traceback(tmp_path):
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "-m", "elm_jax.main", "--config=configs/bae.py:tiny",
+       f"--workdir={workdir}", "--config.mesh.data=3"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode != 0
+  assert "Invalid config: config.mesh=" in result.stderr
+  assert "set one axis to -1" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not workdir.exists()
+
+
+def test_checkpoint_with_a_broken_config_file_is_named(tmp_path):
+  ckpt = checkpointing.Checkpointer(str(tmp_path), asynchronous=False)
+  for step in (1, 2):
+    ckpt.save(step, {"w": np.zeros(2)}, None, {"stage": "bae"})
+  ckpt.close()
+  metadata = tmp_path / "checkpoints" / "2" / "config" / "metadata"
+  metadata.write_text('{"stage": "ba')
+  with pytest.raises(ValueError, match=r"checkpoints/2 has no readable config.*"
+                     r"JSONDecodeError.*earlier step \[1\]"):
+    frozen_tokenizer.load(str(tmp_path))
+  metadata.unlink()
+  with pytest.raises(ValueError, match="has no readable config.*FileNotFoundError"):
+    frozen_tokenizer.load(str(tmp_path))
+
+
+def test_a_file_that_is_not_a_pytorch_checkpoint_is_named(tmp_path):
+  path = tmp_path / "model.pt"
+  path.write_bytes(b"not a torch file")
+  with pytest.raises(ValueError, match=r"is not a PyTorch checkpoint \(it starts with "
+                     r"b'not '"):
+    state_dict_io.read_state_dict(str(path))
