@@ -9,7 +9,8 @@ OUT/meta.json. Storing probabilities rather than bits keeps ELM's Bernoulli
 augmentation: the generator draws fresh bits from them every epoch without
 running the encoder again. Files are written under a temporary name and
 renamed when complete, so an interrupted run never leaves a half-written
-split that looks finished. Later runs may add splits to the same OUT (same
+split that looks finished. Each batch is split over this process's devices
+(rounded up to a multiple of their count). Later runs may add splits to the same OUT (same
 tokenizer and settings, checked against meta.json before any work); a split
 that is already there is never overwritten.
 """
@@ -22,7 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from elm_jax import sharding
 from elm_jax.data import pipeline
 from elm_jax.train import frozen_tokenizer
 
@@ -47,6 +50,22 @@ def dequantize(q: jax.Array) -> jax.Array:
   return q.astype(jnp.float32) / 255.0
 
 
+def sharded_encoder(tok: frozen_tokenizer.FrozenTokenizer, batch_size: int):
+  """(encode(params, images [B,H,W,3]) -> uint8 [B,h,w,K], params, B): the
+  batch split over this process's devices, B rounded up to their count."""
+  mesh = sharding.make_mesh({"data": -1}, jax.local_devices())
+  rounded = -(-batch_size // mesh.size) * mesh.size
+  if rounded != batch_size:
+    logging.info("--batch_size=%d rounded up to %d (a multiple of the %d "
+                 "devices).", batch_size, rounded, mesh.size)
+  replicated = NamedSharding(mesh, P())
+  split_batch = NamedSharding(mesh, P(sharding.BATCH_AXES))
+  encode = jax.jit(lambda p, x: quantize(
+      frozen_tokenizer.probabilities(tok.model, p, x)),
+                   in_shardings=(replicated, split_batch), out_shardings=split_batch)
+  return encode, jax.device_put(tok.params, replicated), rounded
+
+
 def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str,
                    out_dir: str, batch_size: int, flips: bool) -> int:
   """Encodes one split into out_dir/<split>/; returns the example count."""
@@ -54,12 +73,11 @@ def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str
   if os.path.exists(final):
     raise FileExistsError(f"{final} exists; remove it to tokenize again.")
   n = pipeline.num_examples(data["source"], data["path"], data["name"], split)
+  encode, params, batch_size = sharded_encoder(tok, batch_size)
   loader = pipeline.make_loader(
       source=data["source"], path=data["path"], name=data["name"], split=split,
       image_size=data["image_size"], global_batch_size=batch_size, train=False,
       seed=0, num_classes=data["num_classes"])
-  encode = jax.jit(lambda p, x: quantize(
-      frozen_tokenizer.probabilities(tok.model, p, x)))
   tmp = final + ".partial"
   os.makedirs(tmp, exist_ok=True)
   g, k = tok.grid_size, tok.bits
@@ -74,10 +92,10 @@ def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str
     images = batch["image"]
     count = int(keep.sum())
     rows = slice(written, written + count)
-    arrays["probs"][rows] = np.asarray(encode(tok.params, images))[keep]
+    arrays["probs"][rows] = np.asarray(encode(params, images))[keep]
     if flips:
       arrays["probs_flipped"][rows] = np.asarray(
-          encode(tok.params, images[:, :, ::-1]))[keep]
+          encode(params, images[:, :, ::-1]))[keep]
     labels[rows] = batch["label"][keep]
     if (written + count) // every > written // every:  # about every 10%
       logging.info("%s: %d of %d examples (%.1f images/s)", split,

@@ -53,6 +53,19 @@ def test_tokenize_split_stores_quantised_probabilities(tmp_path, image_folder,
     tokenize.tokenize_split(tok, data, "train", str(tmp_path), 4, flips=True)
 
 
+def test_encoder_splits_each_batch_over_all_devices(tiny_tokenizer_dir):
+  tok = frozen_tokenizer.load(tiny_tokenizer_dir)
+  encode, params, batch = tokenize.sharded_encoder(tok, 12)
+  assert jax.local_device_count() == 8 and batch == 16  # rounded up to 8 devices
+  images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), np.uint8)
+  out = encode(params, images)
+  assert {s.data.shape for s in out.addressable_shards} == {(2, 16, 16, 8)}
+  assert len(out.sharding.device_set) == 8
+  one = frozen_tokenizer.probabilities(tok.model, tok.params, images[:2])
+  np.testing.assert_allclose(np.asarray(out[:2]).astype(int),
+                             np.asarray(tokenize.quantize(one)).astype(int), atol=1)
+
+
 def test_generator_trains_from_tokens(tmp_path, image_folder, tiny_tokenizer_dir):
   tok = frozen_tokenizer.load(tiny_tokenizer_dir)
   data = dict(source="folder", path=image_folder, name="", image_size=32,
@@ -150,6 +163,8 @@ def test_rerun_after_a_kill_names_the_missing_splits_and_logs_progress(
   data = dict(source="folder", path=image_folder, name="")
   caplog.set_level(logging.INFO, logger="absl")
   tokenize.tokenize(tiny_tokenizer_dir, out, ["train"], 4, True, data)
-  assert "train: 4 of 6 examples" in caplog.text  # progress while it runs
+  # Progress while it runs; the batch of 4 is rounded up to the 8 devices.
+  assert "train: 6 of 6 examples" in caplog.text
+  assert "--batch_size=4 rounded up to 8" in caplog.text
   with pytest.raises(FileExistsError, match="--splits=test to add only"):
     tokenize.tokenize(tiny_tokenizer_dir, out, ["train", "test"], 4, True, data)
