@@ -36,6 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from elm_jax import checkpointing, metrics, tokens  # noqa: E402
+from elm_jax.bad_input import exit_on_bad_input  # noqa: E402
 from elm_jax.data import pipeline  # noqa: E402
 from elm_jax.evaluation import analysis  # noqa: E402
 from elm_jax.train import frozen_tokenizer  # noqa: E402
@@ -203,12 +204,14 @@ def main(argv):
   if argv[1] == "token-randomness":
     if not f.tokenizer:
       raise app.UsageError("token-randomness needs --tokenizer=WORKDIR.")
-    token_randomness(f.tokenizer, f.num_images, f.out, f.num_subcodes)
+    with exit_on_bad_input("elm_jax.analyze"):
+      token_randomness(f.tokenizer, f.num_images, f.out, f.num_subcodes)
   else:
     if not f.generator:
       raise app.UsageError("attention needs --generator=WORKDIR.")
     query = tuple(int(v) for v in f.query_cell) if f.query_cell else None
-    attention(f.generator, f.num_images, f.out, query)
+    with exit_on_bad_input("elm_jax.analyze"):
+      attention(f.generator, f.num_images, f.out, query)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import tqdm
 from absl import app, flags, logging
 
 from elm_jax import metrics
+from elm_jax.bad_input import exit_on_bad_input
 from elm_jax.data import pipeline
 from elm_jax.evaluation import extractor as extractor_lib
 from elm_jax.evaluation import fid, inception, precision_recall
@@ -275,9 +276,10 @@ def main(argv):
   f = flags.FLAGS
   out = f.out or (os.path.dirname(os.path.abspath(f.samples)) if f.samples
                   else os.path.join(f.reconstruct, "rfid"))
-  results = evaluate(f.samples, f.reference, f.inception, out, f.reference_stats,
-                     f.reconstruct, f.num_samples, f.num_reference, f.batch_size, f.k,
-                     f.image_size, f.data_path, f.data_name, f.step)
+  with exit_on_bad_input("elm_jax.evaluate"):
+    results = evaluate(f.samples, f.reference, f.inception, out, f.reference_stats,
+                       f.reconstruct, f.num_samples, f.num_reference, f.batch_size,
+                       f.k, f.image_size, f.data_path, f.data_name, f.step)
   print(json.dumps(results["metrics"], indent=1))
 
 

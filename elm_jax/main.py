@@ -11,6 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from elm_jax import configs_lib, distributed
+from elm_jax.bad_input import exit_on_bad_input
 
 
 def define_flags() -> dict:
@@ -51,17 +52,12 @@ def make_stage(config):
 
 def main(f: dict) -> None:
   config = f["config"].value
-  try:
+  with exit_on_bad_input("elm_jax.main"):
     configs_lib.validate(config)
-  except configs_lib.ConfigError as e:
-    logging.error("%s", e)
-    sys.exit(f"Invalid config: {e}")
-  try:  # before any other jax use
+    # Before any other jax use.
     distributed.initialize(f["coordinator"].value, f["num_processes"].value,
                            f["process_id"].value,
                            distributed.parse_device_ids(f["local_devices"].value))
-  except ValueError as e:
-    sys.exit(str(e))
   import jax  # after flag parsing: platform flags are honoured.
   if config.get("jax_disable_most_optimizations", False):
     # tiny configs: compile time dominates a few-step run.
@@ -70,11 +66,9 @@ def main(f: dict) -> None:
   logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
                jax.default_backend(), jax.device_count(), jax.process_index(),
                jax.process_count())
-  try:
+  # Some config errors show only once the tokenizer and devices are known.
+  with exit_on_bad_input("elm_jax.main"):
     loop.train_and_evaluate(config, f["workdir"].value, make_stage(config))
-  except configs_lib.ConfigError as e:  # found once the tokenizer/devices are known
-    logging.error("%s", e)
-    sys.exit(f"Invalid config: {e}")
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -12,11 +12,13 @@ resumes, skipping finished batches.
 
 import math
 import os
-import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from elm_jax.bad_input import exit_on_bad_input
+
 
 def validate(config) -> None:
   """Config errors that can be found before anything is loaded."""
@@ -183,19 +185,12 @@ def _sample_npz(config, runner, store, root, labels, chief):
 
 
 def main(config, workdir: str) -> None:
-  from elm_jax.configs_lib import ConfigError
-  try:
+  with exit_on_bad_input("elm_jax.sample"):
     validate(config)
-  except ConfigError as e:
-    sys.exit(f"Invalid config: {e}")
-  import jax
-  if config.jax_disable_most_optimizations:
-    jax.config.update("jax_disable_most_optimizations", True)
-  try:
+    import jax
+    if config.jax_disable_most_optimizations:
+      jax.config.update("jax_disable_most_optimizations", True)
     run(config, workdir)
-  except (ValueError, FileNotFoundError) as e:
-    logging.error("%s", e)
-    sys.exit(f"elm_jax.sample: {e}")
 
 
 if __name__ == "__main__":

