@@ -28,7 +28,8 @@ import optax  # noqa: E402
 
 from benchmarks.device_rates import matmul_peak  # noqa: E402
 from elm_jax.models import DTYPES  # noqa: E402
-from elm_jax.models.transformer import SIZES, Transformer, next_token_loss  # noqa: E402
+from elm_jax.models.transformer import (ATTENTION_IMPLS, SIZES, Transformer,  # noqa: E402
+                                        next_token_loss)
 from elm_jax.train import optim  # noqa: E402
 
 
@@ -43,12 +44,14 @@ def model_flops(model: Transformer, params, batch: int, seq: int) -> float:
 
 
 def measure(size, batch, dtype, steps, split=(2, 10), grid=16, scan_layers=None,
-            query_blocks=Transformer.attention_query_blocks):
+            query_blocks=Transformer.attention_query_blocks,
+            attention_impl=Transformer.attention_impl):
   layers, dim, heads = SIZES[size]
   n, k = split
   model = Transformer(num_layers=layers, dim=dim, num_heads=heads, bits=n * k,
                       num_subcodes=n, grid_size=grid, dtype=DTYPES[dtype],
                       attention_query_blocks=query_blocks,
+                      attention_impl=attention_impl,
                       scan_layers=layers > 4 if scan_layers is None else scan_layers)
   seq = grid * grid
   rng = jax.random.PRNGKey(0)
@@ -91,7 +94,8 @@ def measure(size, batch, dtype, steps, split=(2, 10), grid=16, scan_layers=None,
               peak_tflops=statistics.median(peaks) / 1e12,
               peak_tflops_all=[p / 1e12 for p in peaks],
               mfu=statistics.median(mfus), mfu_all=mfus,
-              attention_query_blocks=query_blocks, scan_layers=model.scan_layers,
+              attention_query_blocks=query_blocks, attention_impl=attention_impl,
+              scan_layers=model.scan_layers,
               device=jax.devices()[0].device_kind)
 
 
@@ -107,6 +111,9 @@ def main():
                  default=Transformer.attention_query_blocks,
                  help="causal attention in this many query blocks (1: the "
                  "full score matrix; default: the model's)")
+  p.add_argument("--attention_impl", default=Transformer.attention_impl,
+                 choices=ATTENTION_IMPLS, help="jax: jax.nn.dot_product_attention "
+                 "(cuDNN's fused kernel on NVIDIA GPUs in bf16)")
   p.add_argument("--json", default="")
   args = p.parse_args()
   scan = None if args.scan_layers == "auto" else args.scan_layers == "true"
@@ -116,7 +123,8 @@ def main():
   rows = []
   for size in args.sizes.split(","):
     r = measure(size, args.batch, args.dtype, args.steps, scan_layers=scan,
-                query_blocks=args.attention_query_blocks)
+                query_blocks=args.attention_query_blocks,
+                attention_impl=args.attention_impl)
     rows.append(r)
     print(f"{size:<6}{args.batch:>6}{r['compile_s']:>10.1f}{r['step_s']:>9.3f}"
           f"{r['tokens_per_s']:>11.0f}{r['model_tflop_per_step']:>11.3f}"

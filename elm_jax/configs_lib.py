@@ -126,7 +126,7 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
                  num_subcodes=int(n), token_dropout=0.1, resid_dropout=0.1,
                  mlp_dropout=0.1, attn_dropout=0.0, class_dropout=0.1,
                  dtype="float32", param_dtype="float32", scan_layers=False,
-                 remat="none", attention_query_blocks=4)
+                 remat="none", attention_query_blocks=4, attention_impl="einsum")
   c.subcode_bits = int(width)
   c.optim = dict(name="adamw", lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.05,
                  grad_clip=1.0, warmup_steps=0, decay="constant")

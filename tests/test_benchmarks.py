@@ -15,16 +15,17 @@ def run_script(name, args, monkeypatch):
   runpy.run_path(os.path.join(ROOT, "benchmarks", name), run_name="__main__")
 
 
-@pytest.mark.parametrize("dtype,steps", [("float32", 2), ("bfloat16", 1)])
-def test_ar_train_step_reports_mfu_per_step(dtype, steps, tmp_path, monkeypatch,
-                                            capsys):
-  """float32: the CPU target; bfloat16: the command of the GPU target."""
+@pytest.mark.parametrize("dtype,steps,impl", [("float32", 2, "einsum"),
+                                              ("bfloat16", 1, "jax")])
+def test_ar_train_step_reports_mfu_per_step(dtype, steps, impl, tmp_path,
+                                            monkeypatch, capsys):
+  """float32: the CPU target; bfloat16: the commands of the GPU target."""
   out = tmp_path / "ar.json"
   run_script("ar_train_step.py", ["--sizes=tiny", f"--steps={steps}",
-                                  f"--dtype={dtype}", f"--json={out}"],
-             monkeypatch)
+                                  f"--dtype={dtype}", f"--attention_impl={impl}",
+                                  f"--json={out}"], monkeypatch)
   (row,) = json.loads(out.read_text())
-  assert (row["size"], row["dtype"]) == ("tiny", dtype)
+  assert (row["size"], row["dtype"], row["attention_impl"]) == ("tiny", dtype, impl)
   assert len(row["mfu_all"]) == len(row["peak_tflops_all"]) == steps
   assert row["peak_tflops"] > 0
   # MFU is the median of the per-step ratios to the peak measured beside them.

@@ -240,6 +240,38 @@ def test_zero_query_blocks_is_refused_by_name():
     init(model)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_jax_attention_impl_matches_einsum(causal):
+  """attention_impl="jax" (jax.nn.dot_product_attention; XLA's on CPU) gives
+  the same logits and gradients as the einsum path, in train mode too."""
+  einsum = Transformer(**TINY, causal=causal)
+  fused = Transformer(**TINY, causal=causal, attention_impl="jax")
+  params = init(einsum)
+  t = 15 if causal else 16
+  toks, labels = random_tokens(einsum, t), jnp.array([0, 10])
+
+  def loss(model, p):
+    out = model.apply({"params": p}, toks, labels, train=True,
+                      rngs={"dropout": jax.random.key(3)})
+    return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape))), out
+
+  (_, want), want_grads = jax.value_and_grad(
+      lambda p: loss(einsum, p), has_aux=True)(params)
+  (_, got), got_grads = jax.value_and_grad(
+      lambda p: loss(fused, p), has_aux=True)(params)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4),
+               got_grads, want_grads)
+
+
+def test_attention_impl_is_checked_by_name():
+  with pytest.raises(ValueError, match=r"attention_impl='flash': expected one of"):
+    init(Transformer(**TINY, attention_impl="flash"))
+  with pytest.raises(ValueError, match=r"attn_dropout=0.1 needs "
+                     r"model.attention_impl='einsum'"):
+    init(Transformer(**TINY, attention_impl="jax", attn_dropout=0.1))
+
+
 def test_cross_entropy_weights():
   logits = jax.random.normal(jax.random.key(0), (2, 3, 2, 5))
   targets = jnp.zeros((2, 3, 2), jnp.int32)
