@@ -28,6 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from elm_jax import configs_lib
+from elm_jax.bad_input import parse_flags
 
 GIB = 2 ** 30
 # Per-chip HBM (GiB) and TensorCores per chip (the "-N" of v4-N / v5p-N counts
@@ -403,4 +404,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

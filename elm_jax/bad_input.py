@@ -6,10 +6,11 @@ ValueError that is a bug rather than bad input can be traced.
 """
 
 import contextlib
+import re
 import sys
 import traceback
 
-from absl import logging
+from absl import flags, logging
 
 from elm_jax.config_error import ConfigError
 
@@ -27,3 +28,48 @@ def exit_on_bad_input(command: str):
     logging.debug("%s", traceback.format_exc())
     prefix = "Invalid config" if isinstance(e, ConfigError) else command
     sys.exit(f"{prefix}: {e}")
+
+
+def _config_error_behind(error: BaseException) -> ConfigError | None:
+  """The first ConfigError raised on the way to `error`, if any (the config
+  loader re-raises it as a copy whose message holds the traceback)."""
+  found = None
+  while error is not None:
+    if isinstance(error, ConfigError):
+      found = error
+    error = error.__cause__ or error.__context__
+  return found
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing for commands with a --config file flag (`app.run(...,
+  flags_parser=parse_flags)`). Exits with one line, not a traceback, when a
+  --config.x=y override names a field the config does not have (with a
+  suggestion), when the config file's arguments are refused, or when the
+  file cannot be loaded."""
+  try:
+    rest = flags.FLAGS(argv)
+    if "config" in flags.FLAGS:
+      # A file that failed to load is a stand-in that raises OSError on
+      # attribute access; a ConfigDict has `keys`.
+      flags.FLAGS["config"].value.keys  # pylint: disable=pointless-statement
+    return rest
+  except OSError as e:  # a --config file that is missing or fails to import
+    sys.exit(f"--config: {e.__cause__ or e}")
+  except (AttributeError, KeyError) as e:
+    text = str(e).replace("\\n", "\n")
+    found = re.search(r"'(\w+)", text)
+    key = found.group(1) if found else "?"
+    arg = next((a for a in argv[1:] if a.startswith("--config.")
+                and key in a.partition("=")[0].split(".")), None)
+    if arg is None:  # not an override's typo: e.g. a bug in the config file
+      raise
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    sys.exit(f"{arg.partition('=')[0]}: the config has no field {key!r}"
+             + (f"; did you mean {hint.group(1)!r}?" if hint else ".")
+             + " Check the spelling against the --config file.")
+  except flags.Error as e:
+    config_error = _config_error_behind(e)
+    if config_error is not None:  # raised by the config file's get_config
+      sys.exit(f"Invalid config: {config_error}")
+    sys.exit(f"{e}\nPass --helpshort or --helpfull to see help on flags.")

@@ -4,14 +4,12 @@ Any config field can be overridden: `--config.optim.lr=3e-4`. Starting again
 with the same workdir resumes from its latest checkpoint.
 """
 
-import re
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from elm_jax import configs_lib, distributed
-from elm_jax.bad_input import exit_on_bad_input
+from elm_jax.bad_input import exit_on_bad_input, parse_flags
 
 
 def define_flags() -> dict:
@@ -69,27 +67,6 @@ def main(f: dict) -> None:
   # Some config errors show only once the tokenizer and devices are known.
   with exit_on_bad_input("elm_jax.main"):
     loop.train_and_evaluate(config, f["workdir"].value, make_stage(config))
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing; a --config.x=y override naming a field the config
-  does not have exits with the flag and a suggestion, not a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:
-    text = str(e).replace("\\n", "\n")
-    found = re.search(r"'(\w+)", text)
-    key = found.group(1) if found else "?"
-    arg = next((a for a in argv[1:] if a.startswith("--config.")
-                and key in a.partition("=")[0].split(".")), None)
-    if arg is None:  # not an override's typo: e.g. a bug in the config file
-      raise
-    hint = re.search(r'Did you mean "(\w+)"', text)
-    sys.exit(f"{arg.partition('=')[0]}: the config has no field {key!r}"
-             + (f"; did you mean {hint.group(1)!r}?" if hint else ".")
-             + " Check the spelling against the --config file.")
-  except flags.Error as e:
-    sys.exit(f"{e}\nPass --helpshort or --helpfull to see help on flags.")
 
 
 if __name__ == "__main__":

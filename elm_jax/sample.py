@@ -17,7 +17,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from elm_jax.bad_input import exit_on_bad_input
+from elm_jax.bad_input import exit_on_bad_input, parse_flags
 
 
 def validate(config) -> None:
@@ -201,4 +201,5 @@ if __name__ == "__main__":
       lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "Where the samples go.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value))
+  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value),
+          flags_parser=parse_flags)

@@ -126,17 +126,24 @@ def test_a_file_that_is_not_a_pytorch_checkpoint_is_named(tmp_path):
     (["elm_jax.evaluation.convert_inception", "--out={tmp}/run/i.npz",
       "--torchscript={missing}.pt"],
      "elm_jax.evaluation.convert_inception: --torchscript='{missing}.pt' is not a file"),
+    (["elm_jax.main", "--config=configs/bae.py:tiny", "--config.data.source=folder",
+      "--config.data.path={missing}", "--workdir={tmp}/run"],
+     "elm_jax.main: Image folder dataset root {missing} does not exist"),
+    (["elm_jax.main", "--config=configs/ar.py:size=Q", "--workdir={tmp}/run"],
+     "Invalid config: config.model (size): 'Q' unknown; expected one of"),
+    (["elm_jax.sample", "--config={missing}.py", "--workdir={tmp}/run"],
+     "--config: Failed loading config file"),
 ])
 def test_entry_points_exit_with_the_message_not_a_traceback(tmp_path, command, message):
-  """A missing input path: every command's last word is one line naming it,
-  exit status 1, and nothing is written for the run."""
+  """A missing input path or a refused config: the command ends with the
+  message naming it, exit status 1, and nothing is written for the run."""
   paths = dict(tmp=tmp_path, missing=tmp_path / "missing")
   result = subprocess.run(
       [sys.executable, "-m"] + [a.format(**paths) for a in command],
       cwd=ROOT, capture_output=True, text=True, timeout=180,
       env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 1, result.stderr[-2000:]
-  assert result.stderr.rstrip().splitlines()[-1].startswith(message.format(**paths))
+  assert message.format(**paths) in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run").exists()
   assert not (tmp_path / "missing").exists()

@@ -62,7 +62,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   sharding.check_batch(config.batch_size, mesh)
   if "eval" in config and "batch_size" in config.eval:
     sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
-  os.makedirs(workdir, exist_ok=True)  # after the checks: no empty workdir left
   rules = tuple(tuple(r) for r in config.get("sharding_rules", None)
                 or sharding.DEFAULT_RULES)
   logging.info("Mesh %s on %d devices (%d processes)", dict(mesh.shape),
@@ -96,6 +95,8 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
 
   loader = stage.train_loader()
   data_iter = iter(loader)
+  # After the config and data checks: a refused start leaves no empty workdir.
+  os.makedirs(workdir, exist_ok=True)
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   start = ckpt.latest_step()
   fresh = start is None
