@@ -1,7 +1,8 @@
 """Multi-process start-up: `jax.distributed.initialize` from the environment.
 
-Every host of a TPU pod or GPU cluster runs the same `elm_jax.main`; before
-any other jax call, `initialize` connects the processes. Where the settings
+Every host of a TPU pod or GPU cluster runs the same `elm_jax.main` (or
+`elm_jax.sample`); before any other jax call, `initialize` connects the
+processes. Where the settings
 come from, in order:
 
 - explicit: `--coordinator_address=HOST:PORT --num_processes=N
@@ -97,6 +98,26 @@ def plan(coordinator_address: str = "", num_processes: int = 0,
       or environ.get("TPU_PROCESS_ADDRESSES")):
     return Plan("tpu", kwargs)
   return Plan("single", {})
+
+
+def define_flags() -> dict:
+  """The multi-process flags of a command (elm_jax.main, elm_jax.sample):
+  all three of the first, or none to detect SLURM / TPU."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  return dict(
+      coordinator=flags.DEFINE_string(
+          "coordinator_address", "", "HOST:PORT of process 0's coordinator."),
+      num_processes=flags.DEFINE_integer("num_processes", 0,
+                                         "Processes in the run."),
+      process_id=flags.DEFINE_integer("process_id", -1, "This process, 0..N-1."),
+      local_devices=flags.DEFINE_string(
+          "local_device_ids", "", "Comma-separated local devices of this process."))
+
+
+def initialize_from_flags(f: dict) -> Plan:
+  """`initialize` with the values of the flags `define_flags` made."""
+  return initialize(f["coordinator"].value, f["num_processes"].value,
+                    f["process_id"].value, parse_device_ids(f["local_devices"].value))
 
 
 def initialize(coordinator_address: str = "", num_processes: int = 0,

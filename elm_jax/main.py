@@ -21,15 +21,7 @@ def define_flags() -> dict:
           lock_config=True),
       workdir=flags.DEFINE_string("workdir", None,
                                   "Checkpoints, logs, summaries."),
-      # Multi-process runs: all three, or none to detect SLURM / TPU
-      # (distributed.py).
-      coordinator=flags.DEFINE_string(
-          "coordinator_address", "", "HOST:PORT of process 0's coordinator."),
-      num_processes=flags.DEFINE_integer("num_processes", 0,
-                                         "Processes in the run."),
-      process_id=flags.DEFINE_integer("process_id", -1, "This process, 0..N-1."),
-      local_devices=flags.DEFINE_string(
-          "local_device_ids", "", "Comma-separated local devices of this process."))
+      **distributed.define_flags())
   flags.mark_flags_as_required(["config", "workdir"])
   return f
 
@@ -52,10 +44,7 @@ def main(f: dict) -> None:
   config = f["config"].value
   with exit_on_bad_input("elm_jax.main"):
     configs_lib.validate(config)
-    # Before any other jax use.
-    distributed.initialize(f["coordinator"].value, f["num_processes"].value,
-                           f["process_id"].value,
-                           distributed.parse_device_ids(f["local_devices"].value))
+    distributed.initialize_from_flags(f)  # before any other jax use
   import jax  # after flag parsing: platform flags are honoured.
   if config.get("jax_disable_most_optimizations", False):
     # tiny configs: compile time dominates a few-step run.

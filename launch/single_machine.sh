@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Train on one machine (all its GPUs / TPU chips / CPU cores, one process).
-usage="usage: launch/single_machine.sh [--dry-run] [--install] CONFIG WORKDIR [EXTRA_FLAGS...]
+# Train (or sample) on one machine (all its GPUs / TPU chips / CPU cores, one process).
+usage="usage: launch/single_machine.sh [--dry-run] [--install] [--sample] CONFIG WORKDIR [EXTRA_FLAGS...]
   CONFIG   e.g. configs/ar.py:size=L,split=2-10
   WORKDIR  checkpoints, logs and metrics (resumes if it holds a checkpoint)
   --install  first run launch/setup.sh (Python stack, Fashion-MNIST)
+  --sample   run elm_jax.sample, not elm_jax.main (CONFIG: configs/sample.py[:variant],
+             WORKDIR: where the samples go)
   --dry-run  print the commands instead of running them
-  EXTRA_FLAGS go to elm_jax.main, e.g. --config.tokenizer.checkpoint=DIR"
+  EXTRA_FLAGS go to the command, e.g. --config.tokenizer.checkpoint=DIR"
 set -euo pipefail
 
 dry_run=0
 install=0
+module=elm_jax.main
 while [[ $# -gt 0 && "$1" == --* ]]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
+    --sample) module=elm_jax.sample ;;
     --install) install=1 ;;
     -h|--help) echo "$usage"; exit 0 ;;
     *) echo "unknown option $1" >&2; echo "$usage" >&2; exit 2 ;;
@@ -34,4 +38,4 @@ cd "$repo"
 if [[ $install == 1 ]]; then
   run bash launch/setup.sh
 fi
-run python3 -m elm_jax.main "--config=$config" "--workdir=$workdir" "$@"
+run python3 -m $module "--config=$config" "--workdir=$workdir" "$@"

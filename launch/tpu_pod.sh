@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# Train on every worker of a Cloud TPU pod slice: copy the code, install, run.
+# Train (or sample) on every worker of a Cloud TPU pod slice: copy the code, install, run.
 usage="usage: launch/tpu_pod.sh [--dry-run] --tpu=NAME --zone=ZONE [--project=ID]
-         [--create --accelerator=v5p-128 --version=RUNTIME] [--no-install]
+         [--create --accelerator=v5p-128 --version=RUNTIME] [--no-install] [--sample]
          CONFIG WORKDIR [EXTRA_FLAGS...]
   CONFIG   e.g. configs/ar.py:imagenet,size=XXL,split=2-12
   WORKDIR  must be one path every worker sees (a Filestore/NFS mount): orbax
            writes checkpoints collectively, process 0 writes the logs
   --create   first create the TPU VM slice (gcloud compute tpus tpu-vm create)
   --no-install  skip launch/setup.sh + launch/requirements-tpu.txt on the workers
+  --sample   run elm_jax.sample, not elm_jax.main (CONFIG: configs/sample.py[:variant],
+             WORKDIR: where process 0 writes the samples)
   --dry-run  print the commands instead of running them
-  EXTRA_FLAGS go to elm_jax.main on every worker (e.g. --config.mesh.fsdp=-1).
+  EXTRA_FLAGS go to the command on every worker (e.g. --config.mesh.fsdp=-1).
 The code copied is the repository's committed HEAD (git archive).
 Each worker runs the same command; jax.distributed starts from the TPU metadata."
 set -euo pipefail
 
-dry_run=0 create=0 install=1
+dry_run=0 create=0 install=1 module=elm_jax.main
 tpu="" zone="" project="" accelerator="" version=""
 while [[ $# -gt 0 && "$1" == --* ]]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
+    --sample) module=elm_jax.sample ;;
     --create) create=1 ;;
     --no-install) install=0 ;;
     --tpu=*) tpu="${1#*=}" ;;
@@ -61,5 +64,5 @@ if [[ $install == 1 ]]; then
   run gcloud compute tpus tpu-vm ssh "$tpu" "${where[@]}" --worker=all \
     --command="cd ~/elm_jax && bash launch/setup.sh && python3 -m pip install -q -r launch/requirements-tpu.txt"
 fi
-train="cd ~/elm_jax && $(quote python3 -m elm_jax.main "--config=$config" "--workdir=$workdir" "$@")"
+train="cd ~/elm_jax && $(quote python3 -m $module "--config=$config" "--workdir=$workdir" "$@")"
 run gcloud compute tpus tpu-vm ssh "$tpu" "${where[@]}" --worker=all --command="$train"

@@ -13,6 +13,14 @@ jax.config.update("jax_disable_most_optimizations", True)
 import pytest  # noqa: E402
 
 
+def free_port() -> int:
+  """A TCP port free on this machine now (for a jax.distributed coordinator)."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
 def save_random_run(config, workdir: str, step: int = 1) -> str:
   """Saves a freshly initialised run of `config` as a training run would."""
   import json

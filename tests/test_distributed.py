@@ -4,7 +4,6 @@
 
 import glob
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from config_loading import get_config
+from conftest import free_port
 from elm_jax import checkpointing, distributed
 from elm_jax.data import global_batches
 from elm_jax.metrics import read_jsonl
@@ -128,14 +128,8 @@ OVERRIDES = {"total_steps": 2, "checkpoint_every": 2, "eval_every": 2,
              "log_every": 1, "model.num_layers": 1, "eval.batch_size": 8}
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _start_two_processes(tokenizer_dir, workdir, dump):
-  port = _free_port()
+  port = free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=4")
   flags = ["--config=configs/ar.py:tiny,split=2-4",

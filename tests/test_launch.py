@@ -57,6 +57,19 @@ def test_tpu_pod_without_create_or_install():
   assert "--command=cd ~/elm_jax && python3 -m elm_jax.main --config=configs/bae.py" in out
 
 
+def test_sample_runs_elm_jax_sample_on_every_host():
+  flags = ["--sample", "configs/sample.py:imagenet", "/shared/samples",
+           "--config.generator.checkpoint=/shared/xxl"]
+  want = ("python3 -m elm_jax.sample --config=configs/sample.py:imagenet "
+          "--workdir=/shared/samples --config.generator.checkpoint=/shared/xxl")
+  assert launch("single_machine.sh", "--dry-run", *flags).stdout.splitlines() == [want]
+  pod = launch("tpu_pod.sh", "--dry-run", "--no-install", "--tpu=t", "--zone=z",
+               *flags).stdout.splitlines()
+  assert shlex.split(pod[-1])[-1] == f"--command=cd ~/elm_jax && {want}"
+  assert f"srun {want}" in launch("gpu_slurm.sh", "--dry-run", *flags).stdout.splitlines()
+  assert "elm_jax.main" not in launch("gpu_slurm.sh", "--dry-run", *flags).stdout
+
+
 @pytest.mark.parametrize("per,tasks", [("gpu", 8), ("node", 1)])
 def test_gpu_slurm_dry_run(per, tasks):
   out = launch("gpu_slurm.sh", "--dry-run", "--nodes=4", f"--per={per}",

@@ -8,20 +8,23 @@ import numpy as np
 import pytest
 
 from config_loading import get_config
-from conftest import save_tiny_generator
+from conftest import free_port, save_tiny_generator
 from elm_jax.sampling import sample_store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_sample(gen_dir, out_dir, *overrides):
+def sample_command(gen_dir, out_dir, *flags, devices=8):
   cmd = [sys.executable, "-m", "elm_jax.sample", "--config=configs/sample.py:tiny",
-         f"--config.generator.checkpoint={gen_dir}", f"--workdir={out_dir}",
-         *overrides]
+         f"--config.generator.checkpoint={gen_dir}", f"--workdir={out_dir}", *flags]
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=600)
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return dict(args=cmd, cwd=ROOT, env=env, text=True)
+
+
+def run_sample(gen_dir, out_dir, *flags, devices=8):
+  return subprocess.run(**sample_command(gen_dir, out_dir, *flags, devices=devices),
+                        capture_output=True, timeout=600)
 
 
 def test_sample_writes_grid_and_adm_npz_and_resumes(tiny_ar_dir, tmp_path):
@@ -54,6 +57,38 @@ def test_sample_writes_grid_and_adm_npz_and_resumes(tiny_ar_dir, tmp_path):
   assert "other settings" in third.stderr and "top_k" in third.stderr
   with np.load(os.path.join(out, "samples.npz")) as f:
     np.testing.assert_array_equal(f["arr_0"], images)
+
+
+def test_two_processes_sample_what_one_process_does(tiny_ar_dir, tmp_path):
+  """2 processes x 2 devices over jax.distributed: each global batch is split
+  over all 4 devices; process 0 alone writes, the same files as one process
+  with 4 devices writes."""
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  flags = ["--config.batch_size=8", "--config.sampler.top_k=4"]
+  coordinator = [f"--coordinator_address=127.0.0.1:{free_port()}",
+                 "--num_processes=2"]
+  procs = [subprocess.Popen(**sample_command(
+      tiny_ar_dir, two, *flags, *coordinator, f"--process_id={i}", devices=2),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+  try:
+    single = run_sample(tiny_ar_dir, one, *flags, devices=4)
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert single.returncode == 0, single.stderr[-3000:]
+  for i, p in enumerate(procs):
+    assert p.returncode == 0, f"process {i}:\n{logs[i][-3000:]}"
+    assert f"Process {i} of 2, 2 local devices of 4" in logs[i]
+  with np.load(os.path.join(one, "samples.npz")) as a, \
+       np.load(os.path.join(two, "samples.npz")) as b:
+    assert a["arr_0"].shape == (20, 32, 32, 3)
+    np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
+    np.testing.assert_array_equal(a["arr_1"], b["arr_1"])
+  for name in ("grid.png", "batches/000000.npz"):
+    with open(os.path.join(one, name), "rb") as a, open(os.path.join(two, name), "rb") as b:
+      assert a.read() == b.read(), name
 
 
 def test_sample_mlm_generator(tiny_tokenizer_dir, tmp_path):
