@@ -255,10 +255,10 @@ def test_jax_attention_impl_matches_einsum(causal):
                       rngs={"dropout": jax.random.key(3)})
     return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape))), out
 
-  (_, want), want_grads = jax.value_and_grad(
-      lambda p: loss(einsum, p), has_aux=True)(params)
-  (_, got), got_grads = jax.value_and_grad(
-      lambda p: loss(fused, p), has_aux=True)(params)
+  (_, want), want_grads = jax.jit(jax.value_and_grad(
+      lambda p: loss(einsum, p), has_aux=True))(params)
+  (_, got), got_grads = jax.jit(jax.value_and_grad(
+      lambda p: loss(fused, p), has_aux=True))(params)
   np.testing.assert_allclose(got, want, atol=1e-5)
   jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4),
                got_grads, want_grads)
