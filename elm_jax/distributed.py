@@ -2,8 +2,7 @@
 
 Every host of a TPU pod or GPU cluster runs the same `elm_jax.main` (or
 `elm_jax.sample`); before any other jax call, `initialize` connects the
-processes. Where the settings
-come from, in order:
+processes. Where the settings come from, in order:
 
 - explicit: `--coordinator_address=HOST:PORT --num_processes=N
   --process_id=I` (all three), or JAX_COORDINATOR_ADDRESS in the environment;

@@ -4,7 +4,6 @@ Any config field can be overridden: `--config.optim.lr=3e-4`. Starting again
 with the same workdir resumes from its latest checkpoint.
 """
 
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
