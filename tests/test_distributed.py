@@ -198,3 +198,34 @@ def test_two_processes_match_one(tmp_path, tiny_tokenizer_dir):
   for path, leaf in jax.tree_util.tree_leaves_with_path(restored["params"]):
     np.testing.assert_array_equal(np.asarray(leaf),
                                   local[0][jax.tree_util.keystr(path)])
+
+
+def test_two_process_tokenizer_run(tmp_path):
+  """The tokenizer stage (GAN, LPIPS, evaluation, image summaries) through
+  `python -m elm_jax.main` on 2 processes x 2 devices: both finish, process 0
+  alone writes the logs, the checkpoint holds both data-iterator states."""
+  workdir = str(tmp_path / "bae")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  flags = ["--config=configs/bae.py:tiny", f"--workdir={workdir}",
+           "--config.total_steps=2", "--config.eval_every=2",
+           f"--coordinator_address=127.0.0.1:{free_port()}", "--num_processes=2"]
+  procs = [subprocess.Popen([sys.executable, "-m", "elm_jax.main", *flags,
+                             f"--process_id={i}"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  try:
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for i, p in enumerate(procs):
+    assert p.returncode == 0, f"process {i} failed:\n{logs[i][-4000:]}"
+    assert f"Process {i} of 2, 2 local devices of 4" in logs[i]
+  rows = read_jsonl(workdir)
+  assert [r["step"] for r in rows if "train/loss/total" in r] == [1, 2]
+  assert any("eval/psnr" in r for r in rows)
+  assert len(glob.glob(os.path.join(workdir, "events.out.tfevents*"))) == 1
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "2", "data"))) == [
+      "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
