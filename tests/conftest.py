@@ -1,5 +1,7 @@
 """Pytest setup: 8 simulated CPU devices and cheap compiles, configured before jax is imported."""
+import contextlib
 import os
+import subprocess
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -19,6 +21,32 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def two_processes(argv: list[str], **popen_kw):
+  """Starts `argv` as processes 0 and 1 of one jax.distributed run (a free
+  local port); yields the Popen objects and kills any still running on exit."""
+  coordinator = [f"--coordinator_address=127.0.0.1:{free_port()}",
+                 "--num_processes=2"]
+  procs = [subprocess.Popen([*argv, *coordinator, f"--process_id={i}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen_kw) for i in range(2)]
+  try:
+    yield procs
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+
+
+def finished_logs(procs, timeout: float = 300) -> list[str]:
+  """Waits for every process, asserts each exited 0 (showing the tail of its
+  log otherwise) and returns their logs."""
+  logs = [p.communicate(timeout=timeout)[0] for p in procs]
+  for i, p in enumerate(procs):
+    assert p.returncode == 0, f"process {i} failed:\n{logs[i][-4000:]}"
+  return logs
 
 
 def save_random_run(config, workdir: str, step: int = 1) -> str:

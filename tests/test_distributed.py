@@ -4,7 +4,6 @@
 
 import glob
 import os
-import subprocess
 import sys
 
 import grain
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from config_loading import get_config
-from conftest import free_port
+from conftest import finished_logs, two_processes
 from elm_jax import checkpointing, distributed
 from elm_jax.data import global_batches
 from elm_jax.metrics import read_jsonl
@@ -128,20 +127,18 @@ OVERRIDES = {"total_steps": 2, "checkpoint_every": 2, "eval_every": 2,
              "log_every": 1, "model.num_layers": 1, "eval.batch_size": 8}
 
 
-def _start_two_processes(tokenizer_dir, workdir, dump):
-  port = free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+def _two_process_argv(tokenizer_dir, workdir, dump):
   flags = ["--config=configs/ar.py:tiny,split=2-4",
            f"--config.tokenizer.checkpoint={tokenizer_dir}",
-           f"--workdir={workdir}", f"--dump={dump}",
-           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+           f"--workdir={workdir}", f"--dump={dump}"]
   flags += [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
   worker = os.path.join(REPO, "tests", "distributed_worker.py")
-  return [subprocess.Popen([sys.executable, worker, *flags, f"--process_id={i}"],
-                           cwd=REPO, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-          for i in range(2)]
+  return [sys.executable, worker, *flags]
+
+
+def _cpu_env(devices: int) -> dict:
+  return dict(os.environ, JAX_PLATFORMS="cpu",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
 def _single_process_run(tokenizer_dir, workdir):
@@ -159,16 +156,11 @@ def test_two_processes_match_one(tmp_path, tiny_tokenizer_dir):
   import jax
   multi, single, dump = (str(tmp_path / d) for d in ("multi", "single", "dump"))
   os.makedirs(dump)
-  procs = _start_two_processes(tiny_tokenizer_dir, multi, dump)
-  try:  # the reference run overlaps with the subprocesses
+  with two_processes(_two_process_argv(tiny_tokenizer_dir, multi, dump),
+                     cwd=REPO, env=_cpu_env(4)) as procs:
+    # The reference run overlaps with the subprocesses.
     reference = _single_process_run(tiny_tokenizer_dir, single)
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for i, p in enumerate(procs):
-    assert p.returncode == 0, f"process {i} failed:\n{logs[i][-4000:]}"
+    finished_logs(procs)
 
   # Both processes hold the same replicated parameters, equal to the 8-device run's.
   local = [dict(np.load(os.path.join(dump, f"params_{i}.npz"))) for i in range(2)]
@@ -205,24 +197,12 @@ def test_two_process_tokenizer_run(tmp_path):
   `python -m elm_jax.main` on 2 processes x 2 devices: both finish, process 0
   alone writes the logs, the checkpoint holds both data-iterator states."""
   workdir = str(tmp_path / "bae")
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  flags = ["--config=configs/bae.py:tiny", f"--workdir={workdir}",
-           "--config.total_steps=2", "--config.eval_every=2",
-           f"--coordinator_address=127.0.0.1:{free_port()}", "--num_processes=2"]
-  procs = [subprocess.Popen([sys.executable, "-m", "elm_jax.main", *flags,
-                             f"--process_id={i}"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
-  try:
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for i, p in enumerate(procs):
-    assert p.returncode == 0, f"process {i} failed:\n{logs[i][-4000:]}"
-    assert f"Process {i} of 2, 2 local devices of 4" in logs[i]
+  argv = [sys.executable, "-m", "elm_jax.main", "--config=configs/bae.py:tiny",
+          f"--workdir={workdir}", "--config.total_steps=2", "--config.eval_every=2"]
+  with two_processes(argv, cwd=REPO, env=_cpu_env(2)) as procs:
+    logs = finished_logs(procs)
+  for i, log in enumerate(logs):
+    assert f"Process {i} of 2, 2 local devices of 4" in log
   rows = read_jsonl(workdir)
   assert [r["step"] for r in rows if "train/loss/total" in r] == [1, 2]
   assert any("eval/psnr" in r for r in rows)

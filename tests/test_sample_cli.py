@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from config_loading import get_config
-from conftest import free_port, save_tiny_generator
+from conftest import finished_logs, save_tiny_generator, two_processes
 from elm_jax.sampling import sample_store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,12 +19,12 @@ def sample_command(gen_dir, out_dir, *flags, devices=8):
          f"--config.generator.checkpoint={gen_dir}", f"--workdir={out_dir}", *flags]
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  return dict(args=cmd, cwd=ROOT, env=env, text=True)
+  return dict(args=cmd, cwd=ROOT, env=env)
 
 
 def run_sample(gen_dir, out_dir, *flags, devices=8):
   return subprocess.run(**sample_command(gen_dir, out_dir, *flags, devices=devices),
-                        capture_output=True, timeout=600)
+                        capture_output=True, text=True, timeout=600)
 
 
 def test_sample_writes_grid_and_adm_npz_and_resumes(tiny_ar_dir, tmp_path):
@@ -65,22 +65,13 @@ def test_two_processes_sample_what_one_process_does(tiny_ar_dir, tmp_path):
   with 4 devices writes."""
   one, two = str(tmp_path / "one"), str(tmp_path / "two")
   flags = ["--config.batch_size=8", "--config.sampler.top_k=4"]
-  coordinator = [f"--coordinator_address=127.0.0.1:{free_port()}",
-                 "--num_processes=2"]
-  procs = [subprocess.Popen(**sample_command(
-      tiny_ar_dir, two, *flags, *coordinator, f"--process_id={i}", devices=2),
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
-  try:
+  command = sample_command(tiny_ar_dir, two, *flags, devices=2)
+  with two_processes(command.pop("args"), **command) as procs:
     single = run_sample(tiny_ar_dir, one, *flags, devices=4)
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
+    logs = finished_logs(procs, timeout=600)
   assert single.returncode == 0, single.stderr[-3000:]
-  for i, p in enumerate(procs):
-    assert p.returncode == 0, f"process {i}:\n{logs[i][-3000:]}"
-    assert f"Process {i} of 2, 2 local devices of 4" in logs[i]
+  for i, log in enumerate(logs):
+    assert f"Process {i} of 2, 2 local devices of 4" in log
   with np.load(os.path.join(one, "samples.npz")) as a, \
        np.load(os.path.join(two, "samples.npz")) as b:
     assert a["arr_0"].shape == (20, 32, 32, 3)
