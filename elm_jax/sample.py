@@ -66,10 +66,9 @@ class Runner:
         jax.ShapeDtypeStruct((1, length, model.num_subcodes), jnp.int32),
         jax.ShapeDtypeStruct((1,), jnp.int32))["params"]
     param_sharding = sharding.tree_shardings(abstract, mesh, rules)
-    # Through host memory: a process cannot send its device arrays to another's.
-    self.params = jax.device_put(jax.device_get(gen.params), param_sharding)
-    self.tok_params = jax.device_put(jax.device_get(gen.tokenizer.params),
-                                     sharding.replicated(mesh))
+    self.params = sharding.place_from_host(gen.params, param_sharding)
+    self.tok_params = sharding.place_from_host(gen.tokenizer.params,
+                                               sharding.replicated(mesh))
     settings = self.settings
     shardings = dict(
         in_shardings=(param_sharding, sharding.batch_sharding(mesh, 1),

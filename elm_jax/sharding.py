@@ -117,6 +117,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def place_from_host(tree: Any, shardings: Any) -> Any:
+  """Places a tree that every process holds in full (restored weights) on
+  `shardings`, through host memory: a process cannot send its own device
+  arrays to another process's devices."""
+  return jax.device_put(jax.device_get(tree), shardings)
+
+
 def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
   """Assembles per-process numpy batches into global arrays split on batch."""
   return {k: jax.make_array_from_process_local_data(

@@ -126,8 +126,7 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
 
 def _train(config, stage, mesh, state, state_sharding, start, data_iter, ckpt,
            writer) -> TrainState:
-  # Through host memory: a process cannot send its device arrays to another's.
-  frozen = jax.device_put(jax.device_get(stage.frozen()), sharding.replicated(mesh))
+  frozen = sharding.place_from_host(stage.frozen(), sharding.replicated(mesh))
   step_fn = jit_train_step(stage, state_sharding)
   total = config.total_steps
   report = metrics.ReportProgress(num_train_steps=total, writer=writer,
