@@ -14,6 +14,24 @@ jax.config.update("jax_disable_most_optimizations", True)
 
 import pytest  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(compilation_cache=None) -> dict:
+  """The environment of a command run by a test: one CPU device, cheap
+  compiles, this checkout on the path. compilation_cache: a directory in
+  which runs of the same config share compiled programs (JAX's persistent
+  cache), so repeats skip compiling."""
+  e = dict(os.environ)
+  e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+  e["XLA_FLAGS"] = ""  # one CPU device
+  e["PYTHONPATH"] = ROOT
+  if compilation_cache:
+    e["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
+    e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    e["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  return e
+
 
 def free_port() -> int:
   """A TCP port free on this machine now (for a jax.distributed coordinator)."""
@@ -89,3 +107,24 @@ def tiny_ar_dir(tiny_tokenizer_dir, tmp_path_factory):
   """A configs/ar.py:tiny checkpoint (random weights) over tiny_tokenizer_dir."""
   return save_tiny_generator("ar", tiny_tokenizer_dir,
                              str(tmp_path_factory.mktemp("ar")))
+
+
+@pytest.fixture(scope="session")
+def random_inception(tmp_path_factory):
+  """He-initialised kernels, unit batch-norm statistics: a random but non-degenerate network."""
+  import numpy as np
+  from elm_jax.evaluation import convert_inception, inception
+  rng = np.random.default_rng(0)
+
+  def leaf(path, shape):
+    name = jax.tree_util.keystr(path)
+    if "kernel" in name:
+      fan_in = np.prod(shape.shape[:3])
+      return rng.normal(0, np.sqrt(2.0 / fan_in), shape.shape).astype(np.float32)
+    if "var" in name:
+      return np.ones(shape.shape, np.float32)
+    return np.zeros(shape.shape, np.float32)
+  params = jax.tree_util.tree_map_with_path(leaf, inception.expected_params())
+  path = str(tmp_path_factory.mktemp("inception") / "random.npz")
+  convert_inception.write_npz(params, path)
+  return path

@@ -19,7 +19,7 @@ from elm_jax.models.transformer import build_transformer
 from elm_jax.train import frozen_tokenizer
 from pytorch_layouts import (elm_bae_state_dict, llamagen_freqs_cis,
                              numpy_ar_forward, random_ar_state_dict)
-from test_main_bae import env
+from conftest import subprocess_env as env
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REF = ROOT / "tests" / "reference"

@@ -15,7 +15,7 @@ import pytest
 
 from elm_jax import evaluate, metrics, sharding
 from elm_jax.data import sources, transforms
-from elm_jax.evaluation import convert_inception, fid, inception
+from elm_jax.evaluation import fid, inception
 from elm_jax.train import frozen_tokenizer
 from elm_jax.train.bae import TokenizerStage
 
@@ -28,25 +28,6 @@ def optimised():  # Inception runs twice as fast optimised and compiles about as
   jax.config.update("jax_disable_most_optimizations", False)
   yield
   jax.config.update("jax_disable_most_optimizations", before)
-
-
-@pytest.fixture(scope="module")
-def random_inception(tmp_path_factory):
-  """He-initialised kernels, unit batch-norm statistics: a random but non-degenerate network."""
-  rng = np.random.default_rng(0)
-
-  def leaf(path, shape):
-    name = jax.tree_util.keystr(path)
-    if "kernel" in name:
-      fan_in = np.prod(shape.shape[:3])
-      return rng.normal(0, np.sqrt(2.0 / fan_in), shape.shape).astype(np.float32)
-    if "var" in name:
-      return np.ones(shape.shape, np.float32)
-    return np.zeros(shape.shape, np.float32)
-  params = jax.tree_util.tree_map_with_path(leaf, inception.expected_params())
-  path = str(tmp_path_factory.mktemp("inception") / "random.npz")
-  convert_inception.write_npz(params, path)
-  return path
 
 
 def _fmnist(n):

@@ -13,26 +13,12 @@ import numpy as np
 from elm_jax import checkpointing
 from elm_jax.metrics import read_jsonl
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, subprocess_env as env
 
 
 def main_cmd(workdir, *overrides, config="configs/bae.py:tiny"):
   return [sys.executable, "-m", "elm_jax.main", f"--config={config}",
           f"--workdir={workdir}", *overrides]
-
-
-def env(compilation_cache=None):
-  """compilation_cache: a directory in which runs of the same config share
-  compiled programs (JAX's persistent cache), so repeats skip compiling."""
-  e = dict(os.environ)
-  e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-  e["XLA_FLAGS"] = ""  # one CPU device
-  e["PYTHONPATH"] = ROOT
-  if compilation_cache:
-    e["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
-    e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    e["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-  return e
 
 
 def run(workdir, *overrides, timeout=300, config="configs/bae.py:tiny",

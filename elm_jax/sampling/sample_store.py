@@ -15,25 +15,12 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from elm_jax.atomic_files import npz_bytes, write_bytes as atomic_write
+
 BATCH_DIR = "batches"
 SAMPLES = "samples.npz"
 GRID = "grid.png"
 SETTINGS = "sample_config.json"
-
-
-def atomic_write(path: str, data: bytes) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def npz_bytes(**arrays) -> bytes:
-  buf = io.BytesIO()
-  np.savez(buf, **arrays)
-  return buf.getvalue()
 
 
 def write_png(path: str, image: np.ndarray) -> None:

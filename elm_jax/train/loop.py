@@ -196,7 +196,7 @@ def _check_resumable(config, ckpt, step: int, unboxed) -> None:
     return
   diff = [f"{k}: saved {shapes.get(k, 'absent')}, now {want.get(k, 'absent')}"
           for k in sorted(set(shapes) | set(want)) if shapes.get(k) != want.get(k)]
-  changed = _changed_fields(saved, _config_dict(config)) if saved else []
+  changed = changed_fields(saved, _config_dict(config)) if saved else []
   raise ConfigError(
       f"{where} holds parameters of another shape than this config makes "
       f"({len(diff)} differ, e.g. {'; '.join(diff[:3])}). Changed config fields: "
@@ -204,13 +204,13 @@ def _check_resumable(config, ckpt, step: int, unboxed) -> None:
       "(--config.FIELD=VALUE) or start a new --workdir.")
 
 
-def _changed_fields(saved: dict, current: dict, prefix: str = "") -> list[str]:
+def changed_fields(saved: dict, current: dict, prefix: str = "") -> list[str]:
   """'field: saved -> current' for every leaf that differs."""
   out = []
   for key in sorted(set(saved) | set(current)):
     a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
     if isinstance(a, dict) and isinstance(b, dict):
-      out += _changed_fields(a, b, f"{prefix}{key}.")
+      out += changed_fields(a, b, f"{prefix}{key}.")
     elif a != b:
       out.append(f"{prefix}{key}: {a!r} -> {b!r}")
   return out
