@@ -81,5 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evaluation.update(num_reference=20, batch_size=20)
     c.evaluation.classifier.update(train_examples=512, epochs=1, batch_size=64,
                                    max_steps=4)
+  # On a CPU host, split every batch over this many CPU devices (0: XLA's
+  # default of one); see elm_jax/platform.py.
+  c.cpu_devices = 0 if a.tiny else 2
   c.jax_disable_most_optimizations = bool(a.tiny)
   return c

@@ -125,6 +125,8 @@ def run(config, workdir: str) -> dict:
 
 
 def main(config, workdir: str) -> None:
+  from elm_jax import platform
+  platform.split_cpu(config.cpu_devices)
   with exit_on_bad_input("elm_jax.pipeline"):
     import jax
     if config.get("jax_disable_most_optimizations", False):
