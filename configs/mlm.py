@@ -5,8 +5,9 @@
   python -m elm_jax.main --config=configs/mlm.py:imagenet,size=L,split=2-10 \
       --config.tokenizer.checkpoint=BAE20_WORKDIR --workdir=...
 
-Arguments: size=tiny|S|B|L|XL|XXL|2B, split=n-k (n sub-codes of k bits; the
-tokenizer's K must equal n*k), `tiny`, `imagenet`.
+Arguments: size=tiny|XS|S|B|L|XL|XXL|2B (default XS, S with `imagenet`),
+split=n-k (n sub-codes of k bits; the tokenizer's K must equal n*k), `tiny`,
+`imagenet`.
 """
 
 from elm_jax.configs_lib import generator_config

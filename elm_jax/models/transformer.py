@@ -52,6 +52,7 @@ REMAT_POLICIES = {
 # Sizes: (layers, width, heads); head_dim is 64 everywhere (SPEC section 4).
 SIZES = {
     "tiny": (2, 128, 2),
+    "XS": (4, 192, 3),  # the Fashion-MNIST default (configs_lib.generator_config)
     "S": (4, 256, 4),
     "B": (12, 768, 12),
     "L": (24, 1024, 16),
