@@ -89,6 +89,7 @@ def run(config, workdir: str) -> dict:
   """Runs (or resumes) every stage; returns the report."""
   from elm_jax import configs_lib, report, sample
   from elm_jax.evaluation import sample_scores
+  workdir = os.path.abspath(workdir)
   configs = stage_configs(config, workdir)
   # Every config is checked before any work: a typo in the generator's
   # settings must not wait for the tokenizer's training.

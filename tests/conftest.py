@@ -33,6 +33,20 @@ def subprocess_env(compilation_cache=None) -> dict:
   return e
 
 
+def kill_9_when(proc, path: str, timeout: float = 300) -> None:
+  """Sends SIGKILL to `proc` as soon as `path` exists (e.g. a checkpoint's
+  commit_success.txt); fails if the process ended first."""
+  import signal
+  import time
+  deadline = time.time() + timeout
+  while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, f"the process ended before {path} appeared"
+  assert os.path.exists(path), f"{path} did not appear within {timeout} s"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+
+
 def free_port() -> int:
   """A TCP port free on this machine now (for a jax.distributed coordinator)."""
   import socket

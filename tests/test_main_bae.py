@@ -2,10 +2,8 @@
 
 import glob
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -13,7 +11,7 @@ import numpy as np
 from elm_jax import checkpointing
 from elm_jax.metrics import read_jsonl
 
-from conftest import ROOT, subprocess_env as env
+from conftest import ROOT, kill_9_when, subprocess_env as env
 
 
 def main_cmd(workdir, *overrides, config="configs/bae.py:tiny"):
@@ -69,13 +67,7 @@ def test_sigkill_and_resume_is_exact(tmp_path):
   killed = str(tmp_path / "killed")
   proc = subprocess.Popen(main_cmd(killed, *common), cwd=ROOT, env=env(cache),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  marker = os.path.join(killed, "checkpoints", "2", "commit_success.txt")
-  deadline = time.time() + 240
-  while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  assert proc.poll() is None, "run finished before it could be killed"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  kill_9_when(proc, os.path.join(killed, "checkpoints", "2", "commit_success.txt"), 240)
   first = _losses(killed)
   assert max(first) < 8
   run(killed, *common, compilation_cache=cache)

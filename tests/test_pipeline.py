@@ -3,15 +3,13 @@ report, resume after a kill -9 in the generator stage, refused changes."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, kill_9_when, subprocess_env
 
 REPORT_KEYS = ("class_accuracy", "classifier_test_accuracy", "real_class_accuracy", "fid",
                "fid_real_floor", "precision", "recall", "psnr", "minutes", "samples", "grid")
@@ -115,13 +113,8 @@ def test_kill_9_in_the_generator_stage_then_rerun_gives_the_same_report(
   proc = subprocess.Popen(pipeline_cmd(workdir, random_inception), cwd=ROOT,
                           env=subprocess_env(xla_cache), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
-  marker = os.path.join(workdir, "generator", "checkpoints", "2", "commit_success.txt")
-  deadline = time.time() + 400
-  while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  assert proc.poll() is None, "the pipeline ended before it could be killed"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  kill_9_when(proc, os.path.join(workdir, "generator", "checkpoints", "2",
+                                 "commit_success.txt"), 400)
   assert not os.path.exists(os.path.join(workdir, "generator", "stage.json"))
   assert os.path.exists(os.path.join(workdir, "tokenizer", "stage.json"))
 
