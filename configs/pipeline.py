@@ -44,6 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.stage = "pipeline"
   if a.tiny:
     c.tokenizer = _stage_config("bae", "tiny")
+    # The GAN and LPIPS have tests of their own; here they would only add compiles.
+    c.tokenizer.loss.update(gan_weight=0.0, perceptual_weight=0.0)
+    c.tokenizer.eval.lpips = False
     c.generator = _stage_config(generator, "tiny,split=2-4")
     c.sample = _stage_config("sample", "tiny")
     c.sample.num_samples, c.sample.batch_size = 20, 10
@@ -63,13 +66,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # is WORKDIR/cache. Point several pipelines at one directory to share it.
       cache_dir="",
       # The class-accuracy CNN, trained on the first train_examples (0: all)
-      # images of the training split.
-      classifier=dict(train_examples=0, epochs=3, batch_size=128, learning_rate=2e-3,
-                      seed=0, max_steps=0))
+      # images of the training split and tested on test_examples (0: all) of
+      # the evaluation split.
+      classifier=dict(train_examples=0, test_examples=0, epochs=3, batch_size=128,
+                      learning_rate=2e-3, seed=0, max_steps=0))
   if a.tiny:
     c.evaluation.update(num_reference=20, batch_size=20)
-    c.evaluation.classifier.update(train_examples=512, epochs=1, batch_size=64,
-                                   max_steps=4)
+    c.evaluation.classifier.update(train_examples=512, test_examples=500, epochs=1,
+                                   batch_size=64, max_steps=4)
   # On a CPU host, split every batch over this many CPU devices (0: XLA's
   # default of one); see elm_jax/platform.py.
   c.cpu_devices = 0 if a.tiny else 2

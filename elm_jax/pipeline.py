@@ -7,16 +7,19 @@ Each stage is an ordinary workdir inside WORKDIR, run by the same code as the
 stand-alone commands: `tokenizer/` and `generator/` by the training loop of
 `elm_jax.main`, `samples/` by `elm_jax.sample`, `evaluation/` by
 `elm_jax.evaluate` (plus the class accuracy of `evaluation.classifier`). A
-finished stage leaves `stage.json` (its config and minutes) in its directory.
-Running the command again skips finished stages, resumes the unfinished one
-from its own checkpoints or sample batches, and refuses, naming the fields,
-a config that changes a finished stage. WORKDIR/report.json and report.md
-hold the figures; WORKDIR's TensorBoard events hold them too, with the grid.
+finished stage leaves `stage.json` (its config, the ids of the stages it was
+made from, and its minutes) in its directory. Running the command again skips
+finished stages, resumes the unfinished one from its own checkpoints or
+sample batches, and refuses, naming the fields, a config that changes a
+finished stage, or a finished stage made from an earlier stage's older run.
+WORKDIR/report.json and report.md hold the figures; WORKDIR's TensorBoard
+events hold them too, with the grid.
 """
 
 import json
 import os
 import time
+import uuid
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -25,7 +28,6 @@ from elm_jax.bad_input import exit_on_bad_input, parse_flags
 
 STAGES = ("tokenizer", "generator", "samples", "evaluation")
 STAGE_FILE = "stage.json"
-REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
 
 def stage_configs(config, workdir: str) -> dict:
@@ -64,10 +66,23 @@ def check_unchanged(name: str, stage_dir: str, record: dict, config: dict) -> No
         f"{stage_dir} (and the stages after it) to redo it, or use a new --workdir.")
 
 
-def _mark_finished(stage_dir: str, config: dict, minutes: float, resumed: bool,
-                   **extra) -> dict:
+def check_inputs(name: str, stage_dir: str, record: dict, inputs: dict) -> None:
+  """A finished stage must have been made from the earlier stages as they are
+  now (not from a tokenizer or generator that was trained again since)."""
+  stale = sorted(k for k in set(record["inputs"]) | set(inputs)
+                 if record["inputs"].get(k) != inputs.get(k))
+  if stale:
+    raise ValueError(
+        f"stage {name!r} in {stage_dir} was made from an earlier run of "
+        f"{', '.join(stale)}; delete {stage_dir} (and the stages after it) to redo it "
+        "from the current one.")
+
+
+def _mark_finished(stage_dir: str, config: dict, inputs: dict, minutes: float,
+                   resumed: bool, result: dict) -> dict:
   from elm_jax import atomic_files
-  record = dict(config=config, minutes=minutes, resumed=resumed, **extra)
+  record = dict(config=config, inputs=inputs, id=uuid.uuid4().hex, minutes=minutes,
+                resumed=resumed, result=result)
   os.makedirs(stage_dir, exist_ok=True)
   atomic_files.write_json(os.path.join(stage_dir, STAGE_FILE), record)
   return record
@@ -107,9 +122,11 @@ def run(config, workdir: str) -> dict:
                                                records["samples"]["result"]["samples"])))
   for name, stage_config, fn in plan:
     as_dict = _as_dict(stage_config)
+    inputs = {earlier: records[earlier]["id"] for earlier in records}
     record = finished(dirs[name])
     if record is not None:
       check_unchanged(name, dirs[name], record, as_dict)
+      check_inputs(name, dirs[name], record, inputs)
       logging.info("Stage %s: finished before (%.1f min), skipped.", name,
                    record["minutes"])
       records[name] = record
@@ -118,10 +135,9 @@ def run(config, workdir: str) -> dict:
     logging.info("Stage %s: %s in %s", name, "resuming" if resumed else "starting",
                  dirs[name])
     start = time.perf_counter()
-    extra = fn(stage_config, dirs[name]) or {}
-    records[name] = _mark_finished(dirs[name], as_dict,
-                                   (time.perf_counter() - start) / 60, resumed,
-                                   result=extra)
+    result = fn(stage_config, dirs[name]) or {}
+    records[name] = _mark_finished(dirs[name], as_dict, inputs,
+                                   (time.perf_counter() - start) / 60, resumed, result)
   return report.write(workdir, configs, dirs, records)
 
 

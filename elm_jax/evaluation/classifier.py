@@ -156,13 +156,15 @@ def load(path: str) -> Classifier:
 
 def load_or_train(path: str, data: dict, num_classes: int,
                   settings: TrainSettings = TrainSettings()) -> tuple[Classifier, bool]:
-  """(classifier, trained_now): the one in `path` when it was trained on the same
-  data shape, class count and settings; otherwise trains one and saves it there.
+  """(classifier, trained_now): the one in `path` when it was trained and tested
+  on sets of the same shape and size with the same class count and settings;
+  otherwise trains one and saves it there.
 
   data: {"train": (images, labels), "test": (images, labels)}, uint8 [N, H, W, 3].
   """
   want = dict(num_classes=num_classes, image_shape=list(data["train"][0].shape[1:]),
-              train_examples=len(data["train"][0]), settings=dataclasses.asdict(settings))
+              train_examples=len(data["train"][0]), test_examples=len(data["test"][0]),
+              settings=dataclasses.asdict(settings))
   if os.path.exists(path):
     cached = load(path)
     if all(cached.info.get(k) == v for k, v in want.items()):

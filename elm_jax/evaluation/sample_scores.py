@@ -100,9 +100,10 @@ def evaluate(config, out_dir: str, data, samples_path: str) -> dict:
 
   # Class accuracy.
   train = labelled_images(data, data.train_split, config.classifier.train_examples)
-  test = labelled_images(data, split, 0)
+  test = labelled_images(data, split, config.classifier.test_examples)
   settings = classifier_lib.TrainSettings(**{
-      k: v for k, v in config.classifier.items() if k != "train_examples"})
+      k: v for k, v in config.classifier.items()
+      if k not in ("train_examples", "test_examples")})
   clf, trained_now = classifier_lib.load_or_train(
       os.path.join(config.cache_dir,
                    f"classifier-{_cache_tag(data, data.train_split)}.npz"),
