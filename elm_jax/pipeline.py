@@ -100,18 +100,25 @@ def _sample(config, stage_dir: str) -> dict:
   return sample.run(config, stage_dir)
 
 
+def validate(configs: dict) -> None:
+  """Checks every stage's config (from stage_configs); raises ConfigError."""
+  from elm_jax import configs_lib, sample
+  from elm_jax.evaluation import sample_scores
+  configs_lib.validate(configs["tokenizer"])
+  configs_lib.validate(configs["generator"])
+  sample.validate(configs["sample"])
+  sample_scores.validate(configs["evaluation"])
+
+
 def run(config, workdir: str) -> dict:
   """Runs (or resumes) every stage; returns the report."""
-  from elm_jax import configs_lib, report, sample
+  from elm_jax import report
   from elm_jax.evaluation import sample_scores
   workdir = os.path.abspath(workdir)
   configs = stage_configs(config, workdir)
   # Every config is checked before any work: a typo in the generator's
   # settings must not wait for the tokenizer's training.
-  configs_lib.validate(configs["tokenizer"])
-  configs_lib.validate(configs["generator"])
-  sample.validate(configs["sample"])
-  sample_scores.validate(configs["evaluation"])
+  validate(configs)
   dirs = {name: os.path.join(workdir, name) for name in STAGES}
   records = {}
   plan = (("tokenizer", configs["tokenizer"], _train),

@@ -101,7 +101,8 @@ def write(workdir: str, configs: dict, dirs: dict, records: dict) -> dict:
   writer = metrics.create_writer(workdir)
   step = int(configs["generator"].total_steps)
   writer.write_scalars(step, {f"report/{k}": float(report[k]) for k in
-                              SCORE_KEYS + ("fid_over_floor",)})
+                              SCORE_KEYS + ("fid_over_floor", "psnr")
+                              if report[k] is not None})
   writer.write_scalars(step, {f"report/minutes/{k}": v for k, v in report["minutes"].items()})
   writer.write_images(step, {"report/grid": np.asarray(Image.open(report["grid"]))[None]})
   writer.flush()

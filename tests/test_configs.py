@@ -11,7 +11,8 @@ VARIANTS = {"bae": [None, "tiny", "imagenet", "imagenet,bits=20",
             "ar": [None, "tiny", "imagenet,size=L,split=2-10",
                    "imagenet,size=2B,split=2-12"],
             "mlm": [None, "tiny", "imagenet,size=L,split=1-16"],
-            "sample": [None, "tiny", "imagenet", "demo", "mlm"]}
+            "sample": [None, "tiny", "imagenet", "demo", "mlm"],
+            "pipeline": [None, "tiny", "mlm", "tiny,mlm"]}
 
 
 def test_every_config_file_is_covered():
@@ -22,6 +23,10 @@ def test_every_config_file_is_covered():
                                       for a in args])
 def test_validates(name, arg):
   config = get_config(name, arg)
+  if name == "pipeline":
+    from elm_jax import pipeline
+    pipeline.validate(pipeline.stage_configs(config, "/some/workdir"))
+    return
   if name == "sample":
     from elm_jax import sample
     from elm_jax.sampling.settings import SamplerSettings

