@@ -6,6 +6,8 @@ ValueError that is a bug rather than bad input can be traced.
 """
 
 import contextlib
+import errno
+import os
 import re
 import sys
 import traceback
@@ -19,15 +21,59 @@ BAD_INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError,
                     IsADirectoryError, PermissionError)
 
 
+# Storage faults: what the OS says, and how tensorstore and orbax word it.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+STORAGE_TEXTS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                 "Permission denied")
+
+
+def storage_error(error: BaseException) -> str | None:
+  """'PATH: cause' when `error` (or one behind it) is a storage fault, else None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+      where = error.filename or "a file"
+      return f"{where}: {error.strerror}"
+    text = str(error)
+    for cause in STORAGE_TEXTS:
+      if cause in text:
+        path = re.search(r'(?:local file |file |path |at )"?(/[^\s"\']+)', text)
+        return f"{path.group(1) if path else 'a file'}: {cause}"
+    error = error.__cause__ or error.__context__
+  return None
+
+
 @contextlib.contextmanager
 def exit_on_bad_input(command: str):
   """`with exit_on_bad_input("elm_jax.evaluate"): run(...)`."""
   try:
     yield
-  except BAD_INPUT_ERRORS as e:
+  except Exception as e:  # pylint: disable=broad-except
     logging.debug("%s", traceback.format_exc())
+    fault = storage_error(e)
+    if fault is not None:
+      sys.exit(f"{command}: storage error at {fault}. Files written before are intact; "
+               "free space or fix the permissions, then run the same command again.")
+    if not isinstance(e, BAD_INPUT_ERRORS):
+      raise
     prefix = "Invalid config" if isinstance(e, ConfigError) else command
     sys.exit(f"{prefix}: {e}")
+
+
+def local_path(flag: str, path: str) -> None:
+  """Refuses a URL (gs://, s3://) or a file where a directory belongs.
+
+  Checkpoints, metrics and samples are written with local file operations
+  (os, flock, atomic renames), so a workdir is a path of this machine; on a
+  cluster, one that every host mounts (NFS, Filestore, gcsfuse).
+  """
+  if "://" in path:
+    raise ValueError(f"{flag}={path!r} is a URL; elm_jax reads and writes local paths "
+                     "only. Mount the bucket (e.g. gcsfuse) and pass the mounted path.")
+  if os.path.isfile(path):
+    raise NotADirectoryError(f"{flag}={path!r} is a file, not a directory; pass a "
+                             "directory (a new one to start a run).")
 
 
 def _config_error_behind(error: BaseException) -> ConfigError | None:

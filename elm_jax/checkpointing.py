@@ -6,10 +6,14 @@ the latest one. Restores go straight into sharded arrays when given a tree of
 jax.ShapeDtypeStruct with shardings.
 """
 
+import contextlib
 import dataclasses
+import datetime
 import json
+import logging as std_logging
 import os
-from typing import Any
+import shutil
+from typing import Any, Callable
 
 import grain
 import jax
@@ -18,7 +22,27 @@ import orbax.checkpoint as ocp
 from etils import epath
 from absl import logging
 
+from elm_jax.bad_input import local_path
+
 CHECKPOINT_DIR = "checkpoints"
+# Where a resume moves checkpoints that do not read back (never deleted).
+BROKEN_DIR = "checkpoints_broken"
+
+
+class BrokenCheckpointError(ValueError):
+  """A checkpoint is missing files or does not read back."""
+
+
+@contextlib.contextmanager
+def _quiet_asyncio():
+  """Tensorstore's failed reads also log one asyncio error per array."""
+  logger = std_logging.getLogger("asyncio")
+  level = logger.level
+  logger.setLevel(std_logging.CRITICAL)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 class Checkpointer:
@@ -66,18 +90,65 @@ class Checkpointer:
         logging.info("Checkpoint %s/%d has no data-iterator state; the input "
                      "pipeline starts from its beginning.", self.directory, step)
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+      with _quiet_asyncio():
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types for broken files.
       others = [s for s in self.all_steps() if s != step]
       detail = repr(e)
       if len(detail) > 1500:  # orbax lists whole trees
         detail = detail[:1500] + f"... ({len(detail) - 1500} more characters)"
-      raise RuntimeError(
+      raise BrokenCheckpointError(
           f"Could not restore checkpoint {self.directory}/{step}: {detail}. The "
           "checkpoint is missing files or does not match this config. Move "
           f"that directory aside to resume from an earlier step {others}, or "
           "start with a new --workdir.") from e
     return restored.state
+
+  def restore_latest_intact(self, abstract_state: Any, data_iterator: Any,
+                            check: Callable[[int], None] | None = None
+                            ) -> tuple[int | None, Any]:
+    """(step, state) of the newest checkpoint that reads back whole, or
+    (None, None) without checkpoints. Newer broken ones are moved to
+    WORKDIR/checkpoints_broken/ with a warning; `check(step)` runs before
+    each restore (its errors are not breakage and propagate). Raises
+    BrokenCheckpointError, moving nothing, when every checkpoint is broken."""
+    broken = []
+    for step in sorted(self.all_steps(), reverse=True):
+      if check is not None:
+        check(step)
+      try:
+        state = self.restore(step, abstract_state, data_iterator)
+      except BrokenCheckpointError as e:
+        broken.append((step, e))
+        continue
+      if broken:
+        self._move_aside([s for s, _ in broken], step)
+      return step, state
+    if broken:
+      raise BrokenCheckpointError(
+          f"Every checkpoint in {self.directory} is broken (steps "
+          f"{[s for s, _ in broken]}; the newest: {broken[0][1]}). Move "
+          f"{self.directory} aside to train from the start.")
+    return None, None
+
+  def _move_aside(self, steps: list[int], good: int) -> None:
+    destination = os.path.join(os.path.dirname(self.directory), BROKEN_DIR)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if jax.process_index() == 0:
+      os.makedirs(destination, exist_ok=True)
+      for step in steps:
+        target = os.path.join(destination, f"{step}-{stamp}")
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        logging.warning("Checkpoint %s/%d does not read back; moved it to %s and "
+                        "resuming from step %d.", self.directory, step, target, good)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # noqa: PLC0415
+      multihost_utils.sync_global_devices("elm_jax: broken checkpoints moved")
+    self.manager.reload()
+
+  def check_for_errors(self) -> None:
+    """Raises the error of a failed asynchronous save, if one failed."""
+    self.manager.check_for_errors()
 
   def _on_local_device(self, step: int) -> Any:
     """The saved state's shapes on jax.local_devices()[0]. Without a target,
@@ -152,6 +223,7 @@ def load_run(workdir: str, kind: str, flag: str) -> SavedRun:
                      f"({flag}=DIR).")
   train = (f"train one with `python -m elm_jax.main --config={train_config} "
            f"--workdir={workdir}` first")
+  local_path(flag, workdir)
   if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
     raise FileNotFoundError(f"{flag}={workdir!r} holds no checkpoint (no "
                             f"{CHECKPOINT_DIR}/ directory there); {train}.")

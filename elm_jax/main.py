@@ -8,7 +8,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from elm_jax import configs_lib, distributed
-from elm_jax.bad_input import exit_on_bad_input, parse_flags
+from elm_jax.bad_input import exit_on_bad_input, local_path, parse_flags
 
 
 def define_flags() -> dict:
@@ -42,18 +42,19 @@ def make_stage(config):
 def main(f: dict) -> None:
   config = f["config"].value
   with exit_on_bad_input("elm_jax.main"):
+    local_path("--workdir", f["workdir"].value)
     configs_lib.validate(config)
     distributed.initialize_from_flags(f)  # before any other jax use
   import jax  # after flag parsing: platform flags are honoured.
   if config.get("jax_disable_most_optimizations", False):
     # tiny configs: compile time dominates a few-step run.
     jax.config.update("jax_disable_most_optimizations", True)
-  from elm_jax.train import loop
+  from elm_jax.train import loop, preemption
   logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
                jax.default_backend(), jax.device_count(), jax.process_index(),
                jax.process_count())
   # Some config errors show only once the tokenizer and devices are known.
-  with exit_on_bad_input("elm_jax.main"):
+  with preemption.exit_when_stopped(), exit_on_bad_input("elm_jax.main"):
     loop.train_and_evaluate(config, f["workdir"].value, make_stage(config))
 
 

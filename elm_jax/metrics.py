@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from clu import metric_writers, periodic_actions
 
+from elm_jax import atomic_files
+
 ReportProgress = periodic_actions.ReportProgress
 
 
@@ -67,6 +69,26 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
     return writer
   return metric_writers.MultiWriter(
       [writer, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
+
+
+def drop_rows_after(workdir: str, step: int) -> None:
+  """Removes metrics.jsonl rows of steps after `step` (a resumed run logs
+  them again), so each step is listed once."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] > step:
+        continue
+    except (ValueError, KeyError, TypeError):
+      continue  # a row cut short by a kill
+    keep.append(line if line.endswith("\n") else line + "\n")
+  if len(keep) != len(lines):
+    atomic_files.write_text(path, "".join(keep))
 
 
 def read_jsonl(workdir: str) -> list[dict]:

@@ -24,7 +24,7 @@ import uuid
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from elm_jax.bad_input import exit_on_bad_input, parse_flags
+from elm_jax.bad_input import exit_on_bad_input, local_path, parse_flags
 
 STAGES = ("tokenizer", "generator", "samples", "evaluation")
 STAGE_FILE = "stage.json"
@@ -151,7 +151,9 @@ def run(config, workdir: str) -> dict:
 def main(config, workdir: str) -> None:
   from elm_jax import platform
   platform.split_cpu(config.cpu_devices)
-  with exit_on_bad_input("elm_jax.pipeline"):
+  from elm_jax.train import preemption
+  with preemption.exit_when_stopped(), exit_on_bad_input("elm_jax.pipeline"):
+    local_path("--workdir", workdir)
     import jax
     if config.get("jax_disable_most_optimizations", False):
       # tiny: compile time dominates a few-step run.

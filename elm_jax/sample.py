@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from elm_jax import distributed
-from elm_jax.bad_input import exit_on_bad_input, parse_flags
+from elm_jax.bad_input import exit_on_bad_input, local_path, parse_flags
 
 
 def validate(config) -> None:
@@ -188,6 +188,7 @@ def _sample_npz(config, runner, store, root, labels, chief):
 
 def main(config, workdir: str, distributed_flags: dict | None = None) -> None:
   with exit_on_bad_input("elm_jax.sample"):
+    local_path("--workdir", workdir)
     validate(config)
     if distributed_flags is not None:
       distributed.initialize_from_flags(distributed_flags)  # before any jax use

@@ -17,8 +17,9 @@ from elm_jax.train.state import TrainState
 class CountingStage:
   """w <- w + mean(x); the loss turns NaN from step `nan_at` on."""
 
-  def __init__(self, nan_at=None, width=4, eval_error=None):
+  def __init__(self, nan_at=None, width=4, eval_error=None, eval_images=8):
     self.nan_at, self.width, self.eval_error = nan_at, width, eval_error
+    self.eval_images = eval_images
 
   def init(self, rng):
     return TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.zeros((self.width,))},
@@ -40,7 +41,9 @@ class CountingStage:
             .batch(8).to_iter_dataset())
 
   def eval_batches(self, full):
-    return iter(())
+    if self.eval_images:
+      yield {"x": np.ones((self.eval_images,), np.float32),
+             "mask": np.ones((self.eval_images,), np.float32)}
 
   def evaluate(self, state, frozen, batches, mesh):
     if self.eval_error:
@@ -74,17 +77,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert float(restored["params"]["w"][0]) == 3.5 + 11.5
 
 
-def test_corrupt_checkpoint_fails_with_its_path(tmp_path):
-  loop.train_and_evaluate(config(4), str(tmp_path), CountingStage())
-  state_dir = os.path.join(tmp_path, "checkpoints", "4", "state")
-  for root, _, files in os.walk(state_dir):
+def _garble(directory):
+  for root, _, files in os.walk(directory):
     for f in files:
       with open(os.path.join(root, f), "wb") as fh:
         fh.write(b"garbage")
-  with pytest.raises(RuntimeError, match="checkpoints/4.*earlier step \\[2\\]"):
+
+
+def test_every_checkpoint_broken_fails_naming_them_and_moves_nothing(tmp_path):
+  loop.train_and_evaluate(config(4), str(tmp_path), CountingStage())
+  for step in (2, 4):
+    _garble(os.path.join(tmp_path, "checkpoints", str(step), "state"))
+  before = _snapshot(tmp_path)
+  with pytest.raises(checkpointing.BrokenCheckpointError,
+                     match=r"Every checkpoint in .*checkpoints is broken \(steps \[4, 2\]"):
     loop.train_and_evaluate(config(6), str(tmp_path), CountingStage())
-  # The earlier checkpoint is untouched and still restores.
-  assert checkpointing.Checkpointer(str(tmp_path)).restore(2)["step"] == 2
+  assert _snapshot(tmp_path) == before
 
 
 def test_batch_not_divisible_by_mesh_fails_before_compiling(tmp_path):

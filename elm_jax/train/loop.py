@@ -18,8 +18,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elm_jax import checkpointing, metrics, sharding
+from elm_jax import checkpointing, metrics, sharding, workdir_lock
 from elm_jax.config_error import ConfigError
+from elm_jax.train import preemption
 from elm_jax.train.state import TrainState
 
 
@@ -95,33 +96,50 @@ def _run(config, workdir, stage, mesh, rules) -> TrainState:
 
   loader = stage.train_loader()
   data_iter = iter(loader)
+  _check_eval_split(stage)
   # After the config and data checks: a refused start leaves no empty workdir.
   os.makedirs(workdir, exist_ok=True)
-  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  start = ckpt.latest_step()
+  with workdir_lock.WorkdirLock(workdir):
+    ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+    try:
+      return _resume_and_train(config, workdir, stage, mesh, rng, unboxed,
+                               state_sharding, init, data_iter, ckpt)
+    finally:  # an exception must not lose a save already in flight.
+      ckpt.close()
+
+
+def _resume_and_train(config, workdir, stage, mesh, rng, unboxed, state_sharding,
+                      init, data_iter, ckpt) -> TrainState:
+  if ckpt.latest_step() is not None:
+    checkpointing.log_restore(ckpt.latest_step(), ckpt.directory)
+  start, state = ckpt.restore_latest_intact(
+      checkpointing.abstract_with_shardings(unboxed, state_sharding), data_iter,
+      check=lambda step: _check_resumable(config, ckpt, step, unboxed))
   fresh = start is None
-  if not fresh:
-    checkpointing.log_restore(start, ckpt.directory)
-    _check_resumable(config, ckpt, start, unboxed)
-    state = ckpt.restore(start, checkpointing.abstract_with_shardings(
-        unboxed, state_sharding), data_iter)
-  else:
+  if fresh:
     start = 0
     state = init(rng)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(unboxed.params))
     logging.info("Initialised %d trainable parameters", n_params)
+  elif jax.process_index() == 0:
+    # Steps logged after the checkpoint are trained again: log them once.
+    metrics.drop_rows_after(workdir, start)
   # After the restore: a refused resume leaves no new event file behind.
   writer = metrics.create_writer(workdir)
   if fresh:
     writer.write_hparams(_flat_hparams(config))
-
   try:
-    state = _train(config, stage, mesh, state, state_sharding, start, data_iter,
-                   ckpt, writer)
-  finally:  # an exception must not lose a save already in flight.
-    ckpt.close()
+    return _train(config, stage, mesh, state, state_sharding, start, data_iter,
+                  ckpt, writer)
+  finally:
     writer.flush()
-  return state
+
+
+def _check_eval_split(stage: Stage) -> None:
+  """Every run evaluates at its end: an empty split must fail before training."""
+  if next(iter(stage.eval_batches(full=False)), None) is None:
+    raise ValueError("The evaluation split has no images (config.data.eval_split); "
+                     "name a split that holds some.")
 
 
 def _train(config, stage, mesh, state, state_sharding, start, data_iter, ckpt,
@@ -135,32 +153,39 @@ def _train(config, stage, mesh, state, state_sharding, start, data_iter, ckpt,
   cfg_json = _config_dict(config)
   step = start
   tick, tick_step = time.perf_counter(), start
-  for step in range(start + 1, total + 1):
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      batch = sharding.global_batch(next(data_iter), mesh)
-      state, step_metrics = step_fn(state, batch, frozen)
-    accumulator.add(step_metrics)
-    report(step)
-    checkpoint_now = step % config.checkpoint_every == 0 or step == total
-    if step % config.log_every == 0 or checkpoint_now:
-      scalars = accumulator.fetch()
-      bad = metrics.non_finite(scalars)
-      if bad:
+  with preemption.StopSignal() as stop:
+    for step in range(start + 1, total + 1):
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = sharding.global_batch(next(data_iter), mesh)
+        state, step_metrics = step_fn(state, batch, frozen)
+      accumulator.add(step_metrics)
+      report(step)
+      ckpt.check_for_errors()  # a failed asynchronous save ends the run here
+      stopping = stop.reached(step) and step < total
+      checkpoint_now = step % config.checkpoint_every == 0 or step == total or stopping
+      if step % config.log_every == 0 or checkpoint_now:
+        scalars = accumulator.fetch()
+        bad = metrics.non_finite(scalars)
+        if bad:
+          ckpt.wait()
+          raise NonFiniteLossError(
+              f"Non-finite {bad} at step {step}; stopping without saving. The "
+              f"last good checkpoint ({ckpt.latest_step()}) in {ckpt.directory} "
+              "is intact: lower optim.lr or check the data.")
+        now = time.perf_counter()
+        scalars["steps_per_sec"] = (step - tick_step) / max(now - tick, 1e-9)
+        if hasattr(stage, "tokens_per_step"):
+          scalars["tokens_per_sec"] = scalars["steps_per_sec"] * stage.tokens_per_step
+        tick, tick_step = now, step
+        writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+      if checkpoint_now:  # before the evaluation: a failing eval loses no steps
+        ckpt.save(step, state, data_iter, cfg_json)
+      if stopping:
         ckpt.wait()
-        raise NonFiniteLossError(
-            f"Non-finite {bad} at step {step}; stopping without saving. The "
-            f"last good checkpoint ({ckpt.latest_step()}) in {ckpt.directory} "
-            "is intact: lower optim.lr or check the data.")
-      now = time.perf_counter()
-      scalars["steps_per_sec"] = (step - tick_step) / max(now - tick, 1e-9)
-      if hasattr(stage, "tokens_per_step"):
-        scalars["tokens_per_sec"] = scalars["steps_per_sec"] * stage.tokens_per_step
-      tick, tick_step = now, step
-      writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
-    if checkpoint_now:  # before the evaluation: a failing eval loses no steps
-      ckpt.save(step, state, data_iter, cfg_json)
-    if step % config.eval_every == 0 or step == total:
-      _evaluate(stage, state, frozen, mesh, writer, step, final=step == total)
+        ckpt.check_for_errors()
+        raise preemption.Stopped(stop.signum, step, ckpt.directory)
+      if step % config.eval_every == 0 or step == total:
+        _evaluate(stage, state, frozen, mesh, writer, step, final=step == total)
   logging.info("Finished at step %d", step)
   return state
 
