@@ -7,6 +7,7 @@ ValueError that is a bug rather than bad input can be traced.
 
 import contextlib
 import errno
+import logging as std_logging
 import os
 import re
 import sys
@@ -44,9 +45,37 @@ def storage_error(error: BaseException) -> str | None:
   return None
 
 
+class _OneLineLibraryErrors(std_logging.Filter):
+  """Orbax logs a failed background save with three tracebacks before the
+  command reports it; below --verbosity=1 each becomes one line."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if "/orbax/" in record.pathname and record.exc_info and logging.get_verbosity() < 1:
+      record.msg, record.args = str(record.getMessage()).splitlines()[0][:300], ()
+      record.exc_info = record.exc_text = None
+    return True
+
+
+def _unraisable_hook(default):
+  """Tensorstore answers reads and writes on an event loop that a failed save
+  has already closed; Python prints each such ignored error as a traceback."""
+  def hook(unraisable):
+    if (isinstance(unraisable.exc_value, RuntimeError)
+        and "Event loop is closed" in str(unraisable.exc_value)
+        and logging.get_verbosity() < 1):
+      return
+    default(unraisable)
+  return hook
+
+
 @contextlib.contextmanager
 def exit_on_bad_input(command: str):
   """`with exit_on_bad_input("elm_jax.evaluate"): run(...)`."""
+  quiet = _OneLineLibraryErrors()
+  logger = logging.get_absl_logger()
+  logger.addFilter(quiet)
+  previous_hook = sys.unraisablehook
+  sys.unraisablehook = _unraisable_hook(previous_hook)
   try:
     yield
   except Exception as e:  # pylint: disable=broad-except
@@ -59,6 +88,9 @@ def exit_on_bad_input(command: str):
       raise
     prefix = "Invalid config" if isinstance(e, ConfigError) else command
     sys.exit(f"{prefix}: {e}")
+  finally:
+    logger.removeFilter(quiet)
+    sys.unraisablehook = previous_hook
 
 
 def local_path(flag: str, path: str) -> None:

@@ -24,13 +24,17 @@ class JsonlWriter(metric_writers.MetricWriter):
   """Appends scalars as JSON lines; easy to read back in tests and notebooks."""
 
   def __init__(self, path: str):
+    self._path = path
     self._file = open(path, "a")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     row = {"step": int(step)}
     row.update({k: float(v) for k, v in scalars.items()})
-    self._file.write(json.dumps(row) + "\n")
-    self._file.flush()
+    try:
+      self._file.write(json.dumps(row) + "\n")
+      self._file.flush()
+    except OSError as e:  # a full disk: name the file
+      raise OSError(e.errno, e.strerror, self._path) from e
 
   def write_summaries(self, step, values, metadata=None):
     pass

@@ -116,7 +116,7 @@ def run(config, workdir: str) -> dict:
   import flax.linen as nn
   import jax
   import numpy as np
-  from elm_jax import sharding
+  from elm_jax import sharding, workdir_lock
   from elm_jax.sampling import generator_checkpoint, images as images_lib
   from elm_jax.sampling import sample_store
 
@@ -138,25 +138,28 @@ def run(config, workdir: str) -> dict:
                   tokenizer_step=gen.tokenizer.step,
                   seed=config.seed, batch_size=config.batch_size,
                   num_samples=config.num_samples, **dict(config.sampler))
-  store = sample_store.SampleStore(workdir, settings) if chief else None
-  out = {}
-  root = jax.random.key(config.seed)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    runner = Runner(config, gen, mesh, rules)
-    logging.info("Sampling %s step %d (%s) with %s", gen.stage, gen.step,
-                 config.generator.checkpoint, runner.settings)
-    if config.grid.per_class and config.grid.classes:
-      rows = min(config.grid.classes, num_classes)
-      classes = np.linspace(0, num_classes - 1, rows).round().astype(np.int32)
-      grid_labels = np.repeat(classes, config.grid.per_class)
-      grid = runner.images(grid_labels, jax.random.fold_in(root, 2**31 - 1))
-      if chief:
-        out["grid"] = os.path.join(workdir, sample_store.GRID)
-        sample_store.write_png(out["grid"], images_lib.tile(grid, rows))
-        logging.info("Wrote %s", out["grid"])
-    if config.num_samples:
-      out["samples"] = _sample_npz(config, runner, store, root, labels, chief)
-  return out
+  os.makedirs(workdir, exist_ok=True)
+  # One sampler per workdir: two would interleave their shards.
+  with workdir_lock.WorkdirLock(workdir):
+    store = sample_store.SampleStore(workdir, settings) if chief else None
+    out = {}
+    root = jax.random.key(config.seed)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      runner = Runner(config, gen, mesh, rules)
+      logging.info("Sampling %s step %d (%s) with %s", gen.stage, gen.step,
+                   config.generator.checkpoint, runner.settings)
+      if config.grid.per_class and config.grid.classes:
+        rows = min(config.grid.classes, num_classes)
+        classes = np.linspace(0, num_classes - 1, rows).round().astype(np.int32)
+        grid_labels = np.repeat(classes, config.grid.per_class)
+        grid = runner.images(grid_labels, jax.random.fold_in(root, 2**31 - 1))
+        if chief:
+          out["grid"] = os.path.join(workdir, sample_store.GRID)
+          sample_store.write_png(out["grid"], images_lib.tile(grid, rows))
+          logging.info("Wrote %s", out["grid"])
+      if config.num_samples:
+        out["samples"] = _sample_npz(config, runner, store, root, labels, chief)
+    return out
 
 
 def _sample_npz(config, runner, store, root, labels, chief):

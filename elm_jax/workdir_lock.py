@@ -77,9 +77,13 @@ class WorkdirLock:
                   command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:500],
                   since=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   processes=jax.process_count())
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-    os.fsync(fd)
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+      os.fsync(fd)
+    except OSError as e:  # a full disk: name the file
+      os.close(fd)
+      raise OSError(e.errno, e.strerror, self.path) from e
     self._fd = fd
     return ""
 

@@ -33,18 +33,35 @@ def subprocess_env(compilation_cache=None) -> dict:
   return e
 
 
-def kill_9_when(proc, path: str, timeout: float = 300) -> None:
-  """Sends SIGKILL to `proc` as soon as `path` exists (e.g. a checkpoint's
-  commit_success.txt); fails if the process ended first."""
-  import signal
+def signal_when(proc, ready, signum, timeout: float = 300, what: str = "") -> None:
+  """Sends `signum` to `proc` as soon as `ready()` holds; fails if the
+  process ended first. Does not wait for it to end."""
   import time
   deadline = time.time() + timeout
-  while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
+  while not ready() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
-  assert proc.poll() is None, f"the process ended before {path} appeared"
-  assert os.path.exists(path), f"{path} did not appear within {timeout} s"
-  proc.send_signal(signal.SIGKILL)
+  assert proc.poll() is None, f"the process ended before {what}"
+  assert ready(), f"{what} did not happen within {timeout} s"
+  proc.send_signal(signum)
+
+
+def kill_9_when(proc, path: str, timeout: float = 300) -> None:
+  """Sends SIGKILL to `proc` as soon as `path` exists (e.g. a checkpoint's
+  commit_success.txt) and waits for it to end."""
+  import signal
+  signal_when(proc, lambda: os.path.exists(path), signal.SIGKILL, timeout, f"{path} appeared")
   proc.wait()
+
+
+def logged_step(workdir: str, key: str) -> int:
+  """The last step of workdir/metrics.jsonl with `key` (0 when none yet)."""
+  import json
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      rows = [json.loads(line) for line in f if line.endswith("\n")]
+  except (OSError, ValueError):
+    return 0
+  return max((r["step"] for r in rows if key in r), default=0)
 
 
 def free_port() -> int:

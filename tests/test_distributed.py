@@ -4,6 +4,7 @@
 
 import glob
 import os
+import signal
 import sys
 
 import grain
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from config_loading import get_config
-from conftest import finished_logs, two_processes
+from conftest import finished_logs, logged_step, signal_when, two_processes
 from elm_jax import checkpointing, distributed
 from elm_jax.data import global_batches
 from elm_jax.metrics import read_jsonl
@@ -192,20 +193,54 @@ def test_two_processes_match_one(tmp_path, tiny_tokenizer_dir):
                                   local[0][jax.tree_util.keystr(path)])
 
 
-def test_two_process_tokenizer_run(tmp_path):
+def _tokenizer_argv(workdir):
+  return [sys.executable, "-m", "elm_jax.main", "--config=configs/bae.py:tiny",
+          f"--workdir={workdir}", "--config.total_steps=6", "--config.eval_every=6",
+          "--config.checkpoint_every=3"]
+
+
+def test_two_process_tokenizer_run_and_sigterm(tmp_path):
   """The tokenizer stage (GAN, LPIPS, evaluation, image summaries) through
   `python -m elm_jax.main` on 2 processes x 2 devices: both finish, process 0
-  alone writes the logs, the checkpoint holds both data-iterator states."""
+  alone writes the logs, the checkpoint holds both data-iterator states. A
+  SIGTERM to one process stops both at one step, saved; the same command
+  then ends with the uninterrupted run's parameters, bit for bit."""
+  env = dict(_cpu_env(2), JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   workdir = str(tmp_path / "bae")
-  argv = [sys.executable, "-m", "elm_jax.main", "--config=configs/bae.py:tiny",
-          f"--workdir={workdir}", "--config.total_steps=2", "--config.eval_every=2"]
-  with two_processes(argv, cwd=REPO, env=_cpu_env(2)) as procs:
+  with two_processes(_tokenizer_argv(workdir), cwd=REPO, env=env) as procs:
     logs = finished_logs(procs)
   for i, log in enumerate(logs):
     assert f"Process {i} of 2, 2 local devices of 4" in log
   rows = read_jsonl(workdir)
-  assert [r["step"] for r in rows if "train/loss/total" in r] == [1, 2]
+  assert [r["step"] for r in rows if "train/loss/total" in r] == [1, 2, 3, 4, 5, 6]
   assert any("eval/psnr" in r for r in rows)
   assert len(glob.glob(os.path.join(workdir, "events.out.tfevents*"))) == 1
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "2", "data"))) == [
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "6", "data"))) == [
       "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
+
+  stopped = str(tmp_path / "stopped")
+  with two_processes(_tokenizer_argv(stopped), cwd=REPO, env=env) as procs:
+    signal_when(procs[1], lambda: logged_step(stopped, "train/loss/total") >= 1,
+                signal.SIGTERM, 300, "step 1 was logged")
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [143, 143], logs[0][-3000:] + logs[1][-3000:]
+  step = checkpointing.Checkpointer(stopped).latest_step()
+  assert 1 <= step < 6
+  for log in logs:
+    assert f"Stopped by SIGTERM at step {step}; checkpoint" in log
+  with two_processes(_tokenizer_argv(stopped), cwd=REPO, env=env) as procs:
+    finished_logs(procs)
+  losses = lambda d: [(r["step"], r["train/loss/total"]) for r in read_jsonl(d)
+                      if "train/loss/total" in r]
+  assert losses(stopped) == losses(workdir)
+  a = jax_leaves(checkpointing.Checkpointer(workdir).restore(6))
+  b = jax_leaves(checkpointing.Checkpointer(stopped).restore(6))
+  assert len(a) == len(b) > 100
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+
+
+def jax_leaves(tree):
+  import jax
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]

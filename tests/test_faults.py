@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,3 +149,76 @@ def test_storage_errors_are_found_behind_other_errors():
                            '[OS error 28: No space left on device]')
   assert bad_input.storage_error(tensorstore) == "/w/ckpt/d/ab12: No space left on device"
   assert bad_input.storage_error(ValueError("config.x: bad")) is None
+
+
+# A run of the loop with 4 MB of incompressible state, ended as the commands end.
+_DRIVER = """
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]
+import jax
+from elm_jax.bad_input import exit_on_bad_input
+from elm_jax.train import loop
+from test_loop import CountingStage, config
+
+class Big(CountingStage):
+  def init(self, rng):
+    state = super().init(rng)
+    return state.replace(model_state={{"noise": jax.random.normal(rng, (1_000_000,))}})
+
+with exit_on_bad_input("elm_jax.main"):
+  loop.train_and_evaluate(config(int(sys.argv[2])), sys.argv[1], Big())
+print("finished", flush=True)
+"""
+
+# Each command's stderr and status, between markers, inside a private mount.
+_SCRIPT = """
+set -u
+W={mount}; mount -t tmpfs -o size=12m tmpfs $W
+step() {{ echo "== $1"; python {driver} $W/run $2 2>&1; echo "== rc $?"; ls $W/run/checkpoints; }}
+step first 2
+dd if=/dev/zero of=$W/fill bs=1M count=6 2>/dev/null
+step full 6
+rm $W/fill
+step freed 6
+mount -o remount,ro $W
+step readonly 8
+"""
+
+
+def test_a_full_or_read_only_disk_ends_in_one_line_and_keeps_the_checkpoints(tmp_path):
+  if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+    pytest.skip("needs a private mount namespace (unshare -rm) for a small tmpfs")
+  driver = tmp_path / "driver.py"
+  driver.write_text(_DRIVER.format(tests=os.path.dirname(__file__), root=ROOT))
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  out = subprocess.run(["unshare", "-rm", "sh", "-c",
+                        _SCRIPT.format(mount=mount, driver=driver)],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}).stdout
+  # {command: (status, output, checkpoint steps listed after it)}
+  runs = {}
+  for block in re.split(r"^== (?=\w+\n)", out, flags=re.M)[1:]:
+    name, _, rest = block.partition("\n")
+    output, _, after = rest.rpartition("== rc ")
+    status, *steps = after.split()
+    runs[name] = (int(status), output, steps)
+  lines = lambda text: [l for l in text.splitlines() if l.strip()]
+  assert runs["first"][0] == 0 and runs["first"][2] == ["2"], out
+  # Disk full during the step-4 save: orbax's errors are one line each, the
+  # command ends with one line naming the file, and step 2 stays the latest
+  # (the unfinished save is only a temporary directory).
+  status, output, steps = runs["full"]
+  assert status == 1 and "Traceback" not in output, output
+  assert re.fullmatch(r"elm_jax\.main: storage error at .*/run/checkpoints/4\S*: No space "
+                      r"left on device\. Files written before are intact; .*",
+                      lines(output)[-1]), output
+  assert [s for s in steps if s.isdigit()] == ["2"], out
+  # With space again, the same command resumes and finishes.
+  assert runs["freed"][0] == 0 and runs["freed"][2] == ["2", "4", "6"], out
+  status, output, steps = runs["readonly"]
+  assert status == 1 and lines(output) == [
+      f"elm_jax.main: storage error at {mount}/run/run.lock: Read-only file system. Files "
+      "written before are intact; free space or fix the permissions, then run the same "
+      "command again."], out
+  assert steps == ["2", "4", "6"]

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import signal
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import numpy as np
 from elm_jax import checkpointing
 from elm_jax.metrics import read_jsonl
 
-from conftest import ROOT, kill_9_when, subprocess_env as env
+from conftest import ROOT, kill_9_when, logged_step, signal_when, subprocess_env as env
 
 
 def main_cmd(workdir, *overrides, config="configs/bae.py:tiny"):
@@ -56,8 +57,9 @@ def _losses(workdir):
   return out
 
 
-def test_sigkill_and_resume_is_exact(tmp_path):
-  """Killed after a checkpoint, restarted: same losses and params as one run."""
+def test_sigkill_or_sigterm_and_resume_is_exact(tmp_path):
+  """Killed after a checkpoint or stopped by SIGTERM, restarted: the same
+  losses and parameters as one run."""
   common = ["--config.total_steps=8", "--config.checkpoint_every=2",
             "--config.eval_every=1000", "--config.eval.max_batches=1"]
   cache = tmp_path / "xla_cache"  # the three runs compile the same programs
@@ -76,9 +78,32 @@ def test_sigkill_and_resume_is_exact(tmp_path):
   assert sorted(a) == list(range(1, 9)) and sorted(b) == list(range(1, 9))
   for step in a:
     np.testing.assert_allclose(b[step], a[step], rtol=1e-6, err_msg=f"step {step}")
-  state_a = checkpointing.Checkpointer(straight).restore(8)
-  state_b = checkpointing.Checkpointer(killed).restore(8)
-  leaves_a, leaves_b = jax.tree.leaves(state_a), jax.tree.leaves(state_b)
+  _assert_same_final_state(straight, killed)
+
+  # SIGTERM (preemption) mid-run: the step it reached is saved, exit 143.
+  stopped = str(tmp_path / "sigterm")
+  proc = subprocess.Popen(main_cmd(stopped, *common), cwd=ROOT, env=env(cache),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  signal_when(proc, lambda: logged_step(stopped, "train/loss/total") >= 1, signal.SIGTERM,
+              240, "step 1 was logged")
+  stderr = proc.communicate(timeout=120)[1]
+  assert proc.returncode == 143, stderr[-3000:]
+  stop_step = checkpointing.Checkpointer(stopped).latest_step()
+  assert 1 <= stop_step < 8
+  assert stderr.strip().splitlines()[-1] == (
+      f"Stopped by SIGTERM at step {stop_step}; checkpoint {stopped}/checkpoints/"
+      f"{stop_step} is saved. Run the same command again to resume.")
+  run(stopped, *common, compilation_cache=cache)
+  c = _losses(stopped)
+  assert sorted(c) == list(range(1, 9))  # each step logged once
+  for step in a:
+    np.testing.assert_allclose(c[step], a[step], rtol=1e-6, err_msg=f"step {step}")
+  _assert_same_final_state(straight, stopped)
+
+
+def _assert_same_final_state(a, b, step=8):
+  leaves_a = jax.tree.leaves(checkpointing.Checkpointer(a).restore(step))
+  leaves_b = jax.tree.leaves(checkpointing.Checkpointer(b).restore(step))
   assert len(leaves_a) == len(leaves_b) > 100
   for x, y in zip(leaves_a, leaves_b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
