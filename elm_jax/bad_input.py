@@ -98,11 +98,11 @@ def local_path(flag: str, path: str) -> None:
 
   Checkpoints, metrics and samples are written with local file operations
   (os, flock, atomic renames), so a workdir is a path of this machine; on a
-  cluster, one that every host mounts (NFS, Filestore, gcsfuse).
+  cluster, one that every host mounts (NFS, Filestore).
   """
   if "://" in path:
     raise ValueError(f"{flag}={path!r} is a URL; elm_jax reads and writes local paths "
-                     "only. Mount the bucket (e.g. gcsfuse) and pass the mounted path.")
+                     "only: pass a local disk or one that every host mounts (NFS, Filestore).")
   if os.path.isfile(path):
     raise NotADirectoryError(f"{flag}={path!r} is a file, not a directory; pass a "
                              "directory (a new one to start a run).")

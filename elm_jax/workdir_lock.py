@@ -64,7 +64,11 @@ class WorkdirLock:
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError as e:
+      if not isinstance(e, BlockingIOError):
+        os.close(fd)
+        return (f"{self.path}: this file system refuses locks ({e.strerror}); use a "
+                "local disk or NFS for the workdir.")
       holder = _read(fd)
       os.close(fd)
       return (f"{os.path.dirname(self.path)} is in use by another run ({_describe(holder)}). "

@@ -222,3 +222,17 @@ def test_a_full_or_read_only_disk_ends_in_one_line_and_keeps_the_checkpoints(tmp
       "written before are intact; free space or fix the permissions, then run the same "
       "command again."], out
   assert steps == ["2", "4", "6"]
+
+
+def test_what_a_run_reads_is_checked_before_training(tmp_path):
+  from config_loading import get_config
+  from elm_jax.main import make_stage
+  config = get_config("bae", "tiny")
+  config.eval.inception_params = str(tmp_path / "missing.npz")
+  with pytest.raises(FileNotFoundError, match="config.eval.inception_params=.*missing.npz"):
+    make_stage(config)
+  a_file = tmp_path / "tokenizer.txt"
+  a_file.write_text("not a workdir")
+  with pytest.raises(NotADirectoryError, match="--tokenizer=.*tokenizer.txt' is a file"):
+    checkpointing.load_run(str(a_file), "tokenizer", "--tokenizer")
+  assert a_file.read_text() == "not a workdir"

@@ -10,6 +10,7 @@ needed for lambda come from the last conv alone.
 Discriminator loss = [step >= disc_start] * hinge(D(x), D(sg(x_hat))).
 """
 
+import os
 from typing import Any, Iterator
 
 from absl import logging
@@ -61,6 +62,11 @@ class TokenizerStage:
     if not self.inception_params:
       logging.info("rFID skipped: config.eval.inception_params is empty (convert the FID "
                    "Inception with `python -m elm_jax.evaluation.convert_inception`).")
+    elif not os.path.isfile(self.inception_params):  # before training, not at its end
+      raise FileNotFoundError(
+          f"config.eval.inception_params={self.inception_params!r} is not a file; convert "
+          "the FID Inception with `python -m elm_jax.evaluation.convert_inception "
+          "--out=PATH`, or leave the field empty to skip rFID.")
     self.disc = disc_lib.PatchDiscriminator(**config.loss.disc)
     self.lpips = LPIPS()
     self.tx_ae = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
