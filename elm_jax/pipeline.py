@@ -112,13 +112,20 @@ def validate(configs: dict) -> None:
 
 def run(config, workdir: str) -> dict:
   """Runs (or resumes) every stage; returns the report."""
-  from elm_jax import report
-  from elm_jax.evaluation import sample_scores
+  from elm_jax import workdir_lock
   workdir = os.path.abspath(workdir)
   configs = stage_configs(config, workdir)
   # Every config is checked before any work: a typo in the generator's
   # settings must not wait for the tokenizer's training.
   validate(configs)
+  os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.WorkdirLock(workdir):  # one pipeline per workdir
+    return _run_stages(configs, workdir)
+
+
+def _run_stages(configs: dict, workdir: str) -> dict:
+  from elm_jax import report
+  from elm_jax.evaluation import sample_scores
   dirs = {name: os.path.join(workdir, name) for name in STAGES}
   records = {}
   plan = (("tokenizer", configs["tokenizer"], _train),
