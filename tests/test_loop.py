@@ -134,3 +134,9 @@ def test_a_failing_evaluation_keeps_the_checkpoint_of_its_step(tmp_path):
   with pytest.raises(ZeroDivisionError):
     loop.train_and_evaluate(c, str(tmp_path), CountingStage(eval_error=ZeroDivisionError()))
   assert checkpointing.Checkpointer(str(tmp_path)).all_steps() == [2, 4]
+  # The same command again evaluates the finished run, once.
+  evals = lambda: [r["step"] for r in read_jsonl(str(tmp_path)) if "eval/w0" in r]
+  assert evals() == []
+  for _ in range(2):
+    loop.train_and_evaluate(c, str(tmp_path), CountingStage())
+    assert evals() == [4]

@@ -129,10 +129,30 @@ def _resume_and_train(config, workdir, stage, mesh, rng, unboxed, state_sharding
   if fresh:
     writer.write_hparams(_flat_hparams(config))
   try:
-    return _train(config, stage, mesh, state, state_sharding, start, data_iter,
-                  ckpt, writer)
+    state = _train(config, stage, mesh, state, state_sharding, start, data_iter,
+                   ckpt, writer)
+    if start == config.total_steps and not _final_eval_logged(workdir, start):
+      # Trained to the end before, but its final evaluation was cut short.
+      logging.info("Training had finished at step %d; evaluating it now.", start)
+      frozen = sharding.place_from_host(stage.frozen(), sharding.replicated(mesh))
+      _evaluate(stage, state, frozen, mesh, writer, start, final=True)
+    return state
   finally:
     writer.flush()
+
+
+def _final_eval_logged(workdir: str, step: int) -> bool:
+  """Whether metrics.jsonl holds an evaluation at `step` (process 0's answer)."""
+  logged = False
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, "metrics.jsonl")
+    logged = os.path.exists(path) and any(
+        r["step"] == step and any(k.startswith("eval/") for k in r)
+        for r in metrics.read_jsonl(workdir))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    logged = bool(multihost_utils.broadcast_one_to_all(np.int32(logged)))
+  return logged
 
 
 def _check_eval_split(stage: Stage) -> None:
