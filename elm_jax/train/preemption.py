@@ -89,6 +89,5 @@ def exit_when_stopped():
   try:
     yield
   except Stopped as e:
-    logging.warning("%s", e)
-    print(e, file=sys.stderr)
+    print(e, file=sys.stderr, flush=True)
     sys.exit(e.exit_status)
