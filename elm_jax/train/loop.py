@@ -1,7 +1,10 @@
 """The one training loop. Stages (BAE, AR, MLM) plug in through `Stage`.
 
 The loop owns the mesh, sharded initialisation, checkpoint/resume, metric
-writing, periodic evaluation and the non-finite guard; a stage owns its model,
+writing, periodic evaluation and the non-finite guard, and the run's faults:
+it holds the workdir (`workdir_lock`), resumes from the newest checkpoint
+that reads back, and saves and stops on SIGTERM/SIGINT (`preemption`),
+as docs/reliability.md lists. A stage owns its model,
 its pure `train_step(state, batch, frozen)` and its evaluation. `frozen` holds
 arrays the step reads but never updates and that are not checkpointed
 (LPIPS weights, a frozen tokenizer).
