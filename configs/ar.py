@@ -5,12 +5,15 @@
   python -m elm_jax.main --config=configs/ar.py:imagenet,size=L,split=2-10 \
       --config.tokenizer.checkpoint=BAE20_WORKDIR --workdir=...
 
-Arguments: size=tiny|XS|S|B|L|XL|XXL|2B (default XS, S with `imagenet`),
-split=n-k (n sub-codes of k bits; the tokenizer's K must equal n*k), `tiny`,
-`imagenet`.
+Arguments: size=tiny|XS|S|B|L|XL|XXL|2B (default XS, S with `imagenet`,
+tiny with `tiny`), split=n-k (n sub-codes of k bits; the tokenizer's K must
+equal n*k), `tiny` or `imagenet`. A size or split given here wins over the
+variant's.
 """
 
-from elm_jax.configs_lib import generator_config
+from elm_jax.configs_lib import GENERATOR_ARGS, generator_config
+
+ARGS = GENERATOR_ARGS  # the arguments above, with their defaults
 
 
 def get_config(arg=None):

@@ -3,13 +3,13 @@
   python -m elm_jax.main --config=configs/bae.py --workdir=/tmp/bae
   python -m elm_jax.main --config=configs/bae.py:tiny --workdir=/tmp/bae_tiny
   python -m elm_jax.main --config=configs/bae.py:imagenet,bits=20 \
-      --config.data.path=$TFDS_DATA_DIR --workdir=gs://bucket/bae20
+      --config.data.path=$TFDS_DATA_DIR --workdir=/mnt/shared/bae20
 
-Variants (comma-separated, combinable): `fmnist` (default: Fashion-MNIST
-32x32 -> 16x16 grid of 16-bit codes, 256 tokens as in ELM's ImageNet setup;
-the tokenizer of configs/pipeline.py), `imagenet` (ELM's 256x256 BAE, SPEC
-section 1), `tiny` (seconds on a CPU, for tests); `quantizer=binary|vq|lfq`,
-`bits=K`.
+Variants (one of): `fmnist` (default: Fashion-MNIST 32x32 -> 16x16 grid of
+16-bit codes, 256 tokens as in ELM's ImageNet setup; the tokenizer of
+configs/pipeline.py), `imagenet` (ELM's 256x256 BAE, SPEC section 1), `tiny`
+(seconds on a CPU, for tests; 8-bit codes); combined with
+`quantizer=binary|vq|lfq` and `bits=K`, which win over the variant's.
 """
 
 import ml_collections
@@ -24,9 +24,15 @@ ARCH = {
 }
 
 
+# The arguments above, with their defaults.
+ARGS = dict(fmnist=False, imagenet=False, tiny=False, quantizer="binary", bits=16)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, fmnist=False, imagenet=False, tiny=False,
-                quantizer="binary", bits=16)
+  a = parse_arg(arg, **ARGS)
+  a.exclusive("fmnist", "imagenet", "tiny")
+  if a.tiny:
+    a.variant(bits=8)
   name = "tiny" if a.tiny else "imagenet" if a.imagenet else "fmnist"
   res, nf, ch_mult, blocks, attn, emb = ARCH[name]
   c = ml_collections.ConfigDict()
@@ -43,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = dict(nf=nf, ch_mult=ch_mult, num_res_blocks=blocks,
                  attn_resolutions=attn, resolution=c.data.get_ref("image_size"),
                  emb_dim=emb, quantizer=a.quantizer,
-                 bits=8 if a.tiny and a.bits == 16 else a.bits,
+                 bits=a.bits,
                  deterministic=False, codebook_size=16384, code_dim=8,
                  commitment_weight=0.25,
                  entropy_weight=0.1 if a.quantizer == "lfq" else 0.0,

@@ -37,8 +37,12 @@ def _stage_config(name: str, arg: str) -> ml_collections.ConfigDict:
   return module.get_config(arg)
 
 
+# The variants above (flags), with their defaults.
+ARGS = dict(tiny=False, mlm=False)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, tiny=False, mlm=False)
+  a = parse_arg(arg, **ARGS)
   generator = "mlm" if a.mlm else "ar"
   c = ml_collections.ConfigDict()
   c.stage = "pipeline"

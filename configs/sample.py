@@ -8,8 +8,10 @@
 Variants: (default) Fashion-MNIST; `tiny` (seconds, for tests); `imagenet`
 (ELM-L 2-10 FID setting: CFG 4.0 linear, top-k 1000, 50 per class);
 `demo` (ELM-XXL 2-12 demo: CFG 2.0 constant, top-k 400); `mlm` (MaskGIT:
-CFG 3.0 linear, tau 9, 10 iterations). The generator's own config says
-whether it is AR or MLM.
+CFG 3.0 linear, tau 9, 10 iterations). `tiny`, `imagenet` and `demo`
+exclude each other and `mlm` combines only with `tiny`: the others set the
+same fields their own way. The generator's own config says whether it is AR
+or MLM.
 """
 
 import ml_collections
@@ -17,8 +19,14 @@ import ml_collections
 from elm_jax.configs_lib import parse_arg
 
 
+# The variants above (flags), with their defaults.
+ARGS = dict(tiny=False, imagenet=False, demo=False, mlm=False)
+
+
 def get_config(arg=None):
-  a = parse_arg(arg, tiny=False, imagenet=False, demo=False, mlm=False)
+  a = parse_arg(arg, **ARGS)
+  a.exclusive("tiny", "imagenet", "demo")
+  a.exclusive("imagenet", "demo", "mlm")
   c = ml_collections.ConfigDict()
   c.stage = "sample"
   c.seed = 0

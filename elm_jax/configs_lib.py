@@ -8,19 +8,50 @@ from elm_jax.config_error import ConfigError
 from elm_jax.models.transformer import SIZES as GENERATOR_SIZES
 
 
-def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+class Args(ml_collections.ConfigDict):
+  """parse_arg's result: each argument's value, and which ones were given."""
+
+  def __init__(self, defaults: dict[str, Any]):
+    super().__init__(defaults)
+    object.__setattr__(self, "_given", set())
+
+  def given(self, key: str) -> bool:
+    """Whether the argument string named `key` (as a flag or key=value)."""
+    return key in self._given
+
+  def variant(self, **values: Any) -> None:
+    """A variant's values, set only for the keys the argument did not name:
+    an explicit `bits=16` outlives `tiny`'s 8."""
+    for key, value in values.items():
+      if not self.given(key):
+        self[key] = value
+
+  def exclusive(self, *flags: str) -> None:
+    """Refuses two of `flags` together: each sets the same fields its own way."""
+    on = [f for f in flags if self[f]]
+    if len(on) > 1:
+      raise ConfigError(f"Config arguments {' and '.join(map(repr, on))} cannot "
+                        "be combined: each sets the same fields its own way; "
+                        "keep one and change single fields with "
+                        "--config.FIELD=VALUE.")
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> Args:
   """"tiny,bits=20" -> {tiny: True, bits: 20}, typed like `defaults`.
 
   A bare word sets a boolean flag; key=value pairs are cast to the type of
-  the default. Unknown keys fail with the list of known ones.
+  the default. Unknown keys fail with the list of known ones. The result
+  remembers the keys given (`Args.given`), so a variant's values
+  (`Args.variant`) never replace them.
   """
-  out = ml_collections.ConfigDict(defaults)
+  out = Args(defaults)
   for item in filter(None, (arg or "").split(",")):
     key, sep, value = item.partition("=")
     key = key.strip()
     if key not in defaults:
       raise ConfigError(f"Unknown config argument {key!r} in {arg!r}; known: "
                        f"{sorted(defaults)}.")
+    out._given.add(key)
     if not sep:
       out[key] = True
       continue
@@ -96,17 +127,25 @@ def _validate_bae(config: ml_collections.ConfigDict) -> None:
   require(config.eval.batch_size > 0, "eval.batch_size", "must be positive.")
 
 
+# The arguments of configs/ar.py and configs/mlm.py, with their defaults.
+GENERATOR_ARGS = dict(tiny=False, imagenet=False, size="XS", split="2-8")
+
+
 def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
   """The AR / MLM config: `size=L,split=2-10`, `tiny`, `imagenet`."""
-  a = parse_arg(arg, tiny=False, imagenet=False, size="", split="2-8")
-  size = "tiny" if a.tiny else a.size or ("S" if a.imagenet else "XS")
-  require(size in GENERATOR_SIZES, "model (size)",
-          f"{size!r} unknown; expected one of {list(GENERATOR_SIZES)}.")
+  a = parse_arg(arg, **GENERATOR_ARGS)
+  a.exclusive("tiny", "imagenet")
+  if a.tiny:
+    a.variant(size="tiny")
+  if a.imagenet:
+    a.variant(size="S")
+  require(a.size in GENERATOR_SIZES, "model (size)",
+          f"{a.size!r} unknown; expected one of {list(GENERATOR_SIZES)}.")
   n, _, width = a.split.partition("-")
   if not (n.isdigit() and width.isdigit() and int(n) > 0 and int(width) > 0):
     raise ConfigError(f"split={a.split!r}: expected n-k, n sub-codes of k bits "
                       "each (e.g. split=2-8 for 16-bit codes).")
-  layers, dim, heads = GENERATOR_SIZES[size]
+  layers, dim, heads = GENERATOR_SIZES[a.size]
   c = ml_collections.ConfigDict()
   c.stage = stage
   c.seed = 0

@@ -13,7 +13,9 @@ usage="usage: launch/tpu_pod.sh [--dry-run] --tpu=NAME --zone=ZONE [--project=ID
   --dry-run  print the commands instead of running them
   EXTRA_FLAGS go to the command on every worker (e.g. --config.mesh.fsdp=-1).
 The code copied is the repository's committed HEAD (git archive).
-Each worker runs the same command; jax.distributed starts from the TPU metadata."
+Each worker runs the same command; jax.distributed starts from the TPU metadata.
+The command runs detached from ssh, logging to WORKDIR/logs/HOSTNAME.log (its
+pid in HOSTNAME.pid); the script ends printing how to follow and stop it."
 set -euo pipefail
 
 dry_run=0 create=0 install=1 module=elm_jax.main
@@ -64,5 +66,20 @@ if [[ $install == 1 ]]; then
   run gcloud compute tpus tpu-vm ssh "$tpu" "${where[@]}" --worker=all \
     --command="cd ~/elm_jax && bash launch/setup.sh && python3 -m pip install -q -r launch/requirements-tpu.txt"
 fi
-train="cd ~/elm_jax && $(quote python3 -m $module "--config=$config" "--workdir=$workdir" "$@")"
+# On the shared workdir: one place for every worker's log, kept after a
+# preemption deletes the VMs. $(hostname) is expanded on each worker.
+logs="$(quote "$workdir/logs")"
+log="$logs/\$(hostname)"
+# setsid + nohup: the run outlives the ssh session (no SIGHUP, its own
+# session); with stdin, stdout and stderr off the session, ssh returns at once.
+command="$(quote python3 -m $module "--config=$config" "--workdir=$workdir" "$@")"
+train="cd ~/elm_jax && mkdir -p $logs && { setsid nohup $command >> $log.log 2>&1 < /dev/null &"
+train+=" echo \$! > $log.pid; echo \"\$(hostname): started pid \$!\"; }"
 run gcloud compute tpus tpu-vm ssh "$tpu" "${where[@]}" --worker=all --command="$train"
+ssh="gcloud compute tpus tpu-vm ssh $(quote "$tpu" "${where[@]}")"
+echo "# Follow the logs (every worker's, from worker 0):"
+echo "$ssh --worker=0 $(quote "--command=tail -F $logs/*.log")"
+echo "# Stop with SIGTERM (training saves its step first, then exits 143):"
+echo "$ssh --worker=all $(quote "--command=kill -TERM \$(cat $log.pid)")"
+echo "# After a stop or a preemption (recreate the slice with --create), the same"
+echo "# command resumes from the latest checkpoint in the workdir."

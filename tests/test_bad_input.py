@@ -62,7 +62,8 @@ def test_misspelt_config_override_is_named_without_a_traceback(tmp_path):
     ("size=B,tiny=maybe", r"'tiny=maybe' in 'size=B,tiny=maybe': expected true or false"),
 ])
 def test_malformed_config_arguments_are_named(arg, message):
-  assert get_config("ar", "size=B,tiny=yes").model.num_layers == 2
+  config = get_config("ar", "size=B,tiny=yes")  # tiny's schedule, the explicit size
+  assert (config.batch_size, config.model.num_layers) == (8, 12)
   with pytest.raises(ConfigError, match=message):
     get_config("ar", arg)
 

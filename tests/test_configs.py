@@ -1,18 +1,64 @@
-"""Every config validates; impossible ones fail naming the field."""
+"""Every config validates; impossible ones fail naming the field; an
+explicit argument always wins over a variant."""
 
+import itertools
 
 import pytest
 
-from config_loading import CONFIGS, get_config
+from config_loading import CONFIGS, get_config, load
 from elm_jax import configs_lib, sharding
+from elm_jax.models.transformer import SIZES
 
 VARIANTS = {"bae": [None, "tiny", "imagenet", "imagenet,bits=20",
-                    "tiny,quantizer=vq", "tiny,quantizer=lfq"],
+                    "tiny,quantizer=vq", "tiny,quantizer=lfq", "tiny,bits=16"],
             "ar": [None, "tiny", "imagenet,size=L,split=2-10",
-                   "imagenet,size=2B,split=2-12"],
+                   "imagenet,size=2B,split=2-12", "tiny,size=XL"],
             "mlm": [None, "tiny", "imagenet,size=L,split=1-16"],
-            "sample": [None, "tiny", "imagenet", "demo", "mlm"],
+            "sample": [None, "tiny", "imagenet", "demo", "mlm", "tiny,mlm"],
             "pipeline": [None, "tiny", "mlm", "tiny,mlm"]}
+
+_GENERATOR_VALUES = {
+    "size": (list(SIZES), lambda c, v: (
+        c.model.num_layers, c.model.dim, c.model.num_heads) == SIZES[v]),
+    "split": (["2-8", "1-16", "2-10", "3-4"], lambda c, v: (
+        c.split, c.model.num_subcodes, c.subcode_bits)
+        == (v, *map(int, v.split("-"))))}
+# Each key=value argument of each file: values to try (the default is tried
+# too) and whether a config holds the value.
+VALUES = {"bae": {"bits": ([1, 8, 16, 20, 31], lambda c, v: c.model.bits == v),
+                  "quantizer": (["binary", "vq", "lfq"],
+                                lambda c, v: c.model.quantizer == v)},
+          "ar": _GENERATOR_VALUES, "mlm": _GENERATOR_VALUES,
+          "sample": {}, "pipeline": {}}
+
+
+def _flags(name):
+  return sorted(k for k, v in load(name).ARGS.items() if isinstance(v, bool))
+
+
+def _variants(name):
+  """Every combination of the file's flags that it accepts, "" for none."""
+  out = []
+  for n in range(len(_flags(name)) + 1):
+    for combo in itertools.combinations(_flags(name), n):
+      try:
+        get_config(name, ",".join(combo))
+      except configs_lib.ConfigError as e:
+        assert "cannot be combined" in str(e), str(e)
+        continue
+      out.append(",".join(combo))
+  return out
+
+
+def _leaves(tree, prefix=""):
+  """{"model.bits": 16, ...} of a config's to_dict()."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_leaves(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
 
 
 def test_every_config_file_is_covered():
@@ -60,6 +106,57 @@ def test_bad_fields_are_named(field, value, match):
   node[leaf] = value
   with pytest.raises(configs_lib.ConfigError, match=match):
     configs_lib.validate(config)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_argument_is_covered(name):
+  """ARGS is what the file parses, and each key=value argument has a check
+  in VALUES (a new argument without one fails here)."""
+  args = load(name).ARGS
+  with pytest.raises(configs_lib.ConfigError) as e:
+    get_config(name, "no_such_argument")
+  assert f"known: {sorted(args)}" in str(e.value)
+  assert {k for k, v in args.items() if not isinstance(v, bool)} == set(VALUES[name])
+
+
+@pytest.mark.parametrize("name,variant", [(n, v) for n in sorted(VARIANTS)
+                                          for v in _variants(n)])
+def test_an_explicit_argument_wins_over_every_variant(name, variant):
+  """`bae.py:tiny,bits=16` trains 16-bit codes, `ar.py:tiny,size=XL` an XL
+  model: with every accepted combination of flags, each value of each
+  key=value argument ends up in the config."""
+  wrong = []
+  for key, (values, holds) in VALUES[name].items():
+    for value in dict.fromkeys([load(name).ARGS[key], *values]):
+      arg = ",".join(filter(None, [variant, f"{key}={value}"]))
+      if not holds(get_config(name, arg), value):
+        wrong.append(arg)
+  assert not wrong, f"configs/{name}.py ignores the explicit argument of {wrong}"
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_combined_flags_keep_what_each_sets(name):
+  """A combination of flags the file accepts holds every field each flag
+  sets on its own; one that cannot is refused."""
+  default = _leaves(get_config(name).to_dict())
+  alone = {f: _leaves(get_config(name, f).to_dict()) for f in _flags(name)}
+  for variant in _variants(name):
+    combined = _leaves(get_config(name, variant).to_dict())
+    for flag in filter(None, variant.split(",")):
+      lost = {k: (v, combined.get(k)) for k, v in alone[flag].items()
+              if v != default.get(k) and combined.get(k) != v}
+      assert not lost, f"configs/{name}.py:{variant} drops what {flag!r} sets: {lost}"
+
+
+@pytest.mark.parametrize("name,arg", [
+    ("bae", "fmnist,imagenet"), ("bae", "tiny,imagenet"), ("ar", "tiny,imagenet"),
+    ("mlm", "imagenet,tiny"), ("sample", "tiny,demo"), ("sample", "imagenet,mlm")])
+def test_contradicting_flags_are_refused_in_one_line(name, arg):
+  with pytest.raises(configs_lib.ConfigError, match="cannot be combined") as e:
+    get_config(name, arg)
+  message = str(e.value)
+  assert all(repr(flag) in message for flag in arg.split(","))
+  assert "\n" not in message and "--config.FIELD=VALUE" in message
 
 
 def test_unknown_variant_argument():
