@@ -51,3 +51,18 @@ def test_a_broken_cache_file_is_named(tmp_path):
   path.write_bytes(b"not an npz")
   with pytest.raises(ValueError, match="clf.npz is not a classifier file"):
     classifier.load(str(path))
+
+
+def test_fid_caches_are_named_by_the_inception_file(tmp_path):
+  import ml_collections
+  from elm_jax.evaluation import sample_scores
+  data = ml_collections.ConfigDict(dict(source="fashion_mnist", name="", path="",
+                                        eval_split="test", image_size=32))
+  a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+  a.write_bytes(b"one network")
+  b.write_bytes(b"another network")
+  paths = lambda f, n=1000: sample_scores.fid_cache_paths(str(tmp_path), data, n, str(f))
+  assert paths(a) == paths(a)
+  assert not set(paths(a)) & set(paths(b))
+  assert not set(paths(a)) & set(paths(a, n=500))
+  assert all(p.startswith(str(tmp_path)) for p in paths(a))

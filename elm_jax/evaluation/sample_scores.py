@@ -88,6 +88,17 @@ def _file_digest(path: str) -> str:
   return digest.hexdigest()[:12]
 
 
+def fid_cache_paths(cache_dir: str, data, num_reference: int, inception: str
+                    ) -> tuple[str, str]:
+  """(reference statistics .npz, real-image floor .json) in cache_dir. They
+  hold for one split, size, count and Inception file (its digest is in the
+  names), so another Inception never reuses them."""
+  tag = (f"{_cache_tag(data, data.eval_split)}-n{num_reference}"
+         f"-inception{_file_digest(inception)}")
+  return (os.path.join(cache_dir, f"fid-reference-{tag}.npz"),
+          os.path.join(cache_dir, f"fid-real-floor-{tag}.json"))
+
+
 def evaluate(config, out_dir: str, data, samples_path: str) -> dict:
   """Scores the samples in `samples_path`; writes out_dir/scores.json; returns it."""
   from elm_jax import evaluate as evaluate_cmd
@@ -109,7 +120,6 @@ def evaluate(config, out_dir: str, data, samples_path: str) -> dict:
     raise ValueError(
         f"data.eval_split={split!r} has {len(real)} images; the real-image FID floor "
         f"needs 2 x num_reference = {2 * n}. Lower config.evaluation.num_reference.")
-  tag = _cache_tag(data, split)
 
   # Class accuracy.
   train = labelled_images(data, data.train_split, config.classifier.train_examples)
@@ -132,14 +142,12 @@ def evaluate(config, out_dir: str, data, samples_path: str) -> dict:
 
   # FID of the samples and of other real images, by elm_jax.evaluate.
   inception = inception_path(config)
-  # The cached statistics hold for one Inception file: its digest is in the names.
-  tag = f"{tag}-n{n}-inception{_file_digest(inception)}"
+  reference_cache, floor_cache = fid_cache_paths(config.cache_dir, data, n, inception)
   reference = f"{data.source}:{split}"
   common = dict(reference=reference, inception_path=inception,
-                reference_cache=os.path.join(config.cache_dir, f"fid-reference-{tag}.npz"),
+                reference_cache=reference_cache,
                 num_reference=n, batch_size=config.batch_size,
                 image_size=data.image_size, data_path=data.path, data_name=data.name)
-  floor_cache = os.path.join(config.cache_dir, f"fid-real-floor-{tag}.json")
   if os.path.exists(floor_cache):
     with open(floor_cache) as f:
       floor = json.load(f)
