@@ -58,46 +58,42 @@ def _losses(workdir):
 
 
 def test_sigkill_or_sigterm_and_resume_is_exact(tmp_path):
-  """Killed after a checkpoint or stopped by SIGTERM, restarted: the same
-  losses and parameters as one run."""
+  """Killed after a checkpoint, restarted, stopped by SIGTERM, restarted: the
+  same losses and parameters as one run."""
   common = ["--config.total_steps=8", "--config.checkpoint_every=2",
             "--config.eval_every=1000", "--config.eval.max_batches=1"]
-  cache = tmp_path / "xla_cache"  # the three runs compile the same programs
+  cache = tmp_path / "xla_cache"  # the runs compile the same programs
   straight = str(tmp_path / "straight")
   run(straight, *common, compilation_cache=cache)
 
-  killed = str(tmp_path / "killed")
-  proc = subprocess.Popen(main_cmd(killed, *common), cwd=ROOT, env=env(cache),
+  stopped = str(tmp_path / "stopped")
+  proc = subprocess.Popen(main_cmd(stopped, *common), cwd=ROOT, env=env(cache),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  kill_9_when(proc, os.path.join(killed, "checkpoints", "2", "commit_success.txt"), 240)
-  first = _losses(killed)
-  assert max(first) < 8
-  run(killed, *common, compilation_cache=cache)
+  kill_9_when(proc, os.path.join(stopped, "checkpoints", "2", "commit_success.txt"), 240)
+  assert max(_losses(stopped)) < 8
 
-  a, b = _losses(straight), _losses(killed)
-  assert sorted(a) == list(range(1, 9)) and sorted(b) == list(range(1, 9))
-  for step in a:
-    np.testing.assert_allclose(b[step], a[step], rtol=1e-6, err_msg=f"step {step}")
-  _assert_same_final_state(straight, killed)
-
-  # SIGTERM (preemption) mid-run: the step it reached is saved, exit 143.
-  stopped = str(tmp_path / "sigterm")
+  # The restart resumes from step 2; SIGTERM (preemption) once it has logged
+  # a step of its own (its event file exists and the killed run's rows after
+  # step 2 are gone): the step it reached is saved, exit 143.
   proc = subprocess.Popen(main_cmd(stopped, *common), cwd=ROOT, env=env(cache),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  signal_when(proc, lambda: logged_step(stopped, "train/loss/total") >= 1, signal.SIGTERM,
-              240, "step 1 was logged")
+  restarted = lambda: (len(glob.glob(os.path.join(stopped, "events.out.tfevents.*"))) == 2
+                       and logged_step(stopped, "train/loss/total") >= 3)
+  signal_when(proc, restarted, signal.SIGTERM, 240, "the restart logged step 3")
   stderr = proc.communicate(timeout=120)[1]
   assert proc.returncode == 143, stderr[-3000:]
   stop_step = checkpointing.Checkpointer(stopped).latest_step()
-  assert 1 <= stop_step < 8
+  assert 3 <= stop_step < 8
   assert stderr.strip().splitlines()[-1] == (
       f"Stopped by SIGTERM at step {stop_step}; checkpoint {stopped}/checkpoints/"
       f"{stop_step} is saved. Run the same command again to resume.")
   run(stopped, *common, compilation_cache=cache)
-  c = _losses(stopped)
-  assert sorted(c) == list(range(1, 9))  # each step logged once
+
+  a, b = _losses(straight), _losses(stopped)
+  logged = [r["step"] for r in read_jsonl(stopped) if "train/loss/total" in r]
+  assert sorted(a) == logged == list(range(1, 9))  # each step once, in order
   for step in a:
-    np.testing.assert_allclose(c[step], a[step], rtol=1e-6, err_msg=f"step {step}")
+    np.testing.assert_allclose(b[step], a[step], rtol=1e-6, err_msg=f"step {step}")
   _assert_same_final_state(straight, stopped)
 
 
