@@ -54,7 +54,8 @@ class StopSignal:
 
   def __exit__(self, *exc) -> None:
     for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
+      # None: a handler installed outside Python, which cannot be put back.
+      signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     self._previous.clear()
 
   def reached(self, step: int) -> bool:
