@@ -141,3 +141,14 @@ def parse_device_ids(text: str) -> list[int]:
   except ValueError:
     raise ValueError(f"--local_device_ids={text!r}: expected comma-separated "
                      "integers such as 0,1,2,3.") from None
+
+
+def process_0_says(answer: bool) -> bool:
+  """Process 0's `answer`, on every process (others pass anything): for a
+  decision only process 0 can make, such as one read from its files."""
+  import jax  # noqa: PLC0415 (this module runs before jax is configured)
+  if jax.process_count() == 1:
+    return bool(answer)
+  import numpy as np  # noqa: PLC0415
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(answer))))

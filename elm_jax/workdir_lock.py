@@ -16,8 +16,9 @@ import socket
 import sys
 
 import jax
-import numpy as np
 from absl import logging
+
+from elm_jax import distributed
 
 LOCK_FILE = "run.lock"
 
@@ -42,12 +43,9 @@ class WorkdirLock:
     error = ""
     if jax.process_index() == 0:
       error = self._acquire()
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # noqa: PLC0415
-      # Every process must refuse together, or the others wait forever.
-      busy = multihost_utils.broadcast_one_to_all(np.int32(bool(error)))
-      if int(busy) and not error:
-        error = f"{os.path.dirname(self.path)} is held by another run (see process 0's log)."
+    # Every process must refuse together, or the others wait forever.
+    if distributed.process_0_says(bool(error)) and not error:
+      error = f"{os.path.dirname(self.path)} is held by another run (see process 0's log)."
     if error:
       raise WorkdirBusyError(error)
     return self

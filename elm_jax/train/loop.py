@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elm_jax import checkpointing, metrics, sharding, workdir_lock
+from elm_jax import checkpointing, distributed, metrics, sharding, workdir_lock
 from elm_jax.config_error import ConfigError
 from elm_jax.train import preemption
 from elm_jax.train.state import TrainState
@@ -132,14 +132,8 @@ def _resume_and_train(config, workdir, stage, mesh, rng, unboxed, state_sharding
   if fresh:
     writer.write_hparams(_flat_hparams(config))
   try:
-    state = _train(config, stage, mesh, state, state_sharding, start, data_iter,
-                   ckpt, writer)
-    if start == config.total_steps and not _final_eval_logged(workdir, start):
-      # Trained to the end before, but its final evaluation was cut short.
-      logging.info("Training had finished at step %d; evaluating it now.", start)
-      frozen = sharding.place_from_host(stage.frozen(), sharding.replicated(mesh))
-      _evaluate(stage, state, frozen, mesh, writer, start, final=True)
-    return state
+    return _train(config, workdir, stage, mesh, state, state_sharding, start,
+                  data_iter, ckpt, writer)
   finally:
     writer.flush()
 
@@ -152,10 +146,7 @@ def _final_eval_logged(workdir: str, step: int) -> bool:
     logged = os.path.exists(path) and any(
         r["step"] == step and any(k.startswith("eval/") for k in r)
         for r in metrics.read_jsonl(workdir))
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-    logged = bool(multihost_utils.broadcast_one_to_all(np.int32(logged)))
-  return logged
+  return distributed.process_0_says(logged)
 
 
 def _check_eval_split(stage: Stage) -> None:
@@ -165,8 +156,8 @@ def _check_eval_split(stage: Stage) -> None:
                      "name a split that holds some.")
 
 
-def _train(config, stage, mesh, state, state_sharding, start, data_iter, ckpt,
-           writer) -> TrainState:
+def _train(config, workdir, stage, mesh, state, state_sharding, start, data_iter,
+           ckpt, writer) -> TrainState:
   frozen = sharding.place_from_host(stage.frozen(), sharding.replicated(mesh))
   step_fn = jit_train_step(stage, state_sharding)
   total = config.total_steps
@@ -209,6 +200,10 @@ def _train(config, stage, mesh, state, state_sharding, start, data_iter, ckpt,
         raise preemption.Stopped(stop.signum, step, ckpt.directory)
       if step % config.eval_every == 0 or step == total:
         _evaluate(stage, state, frozen, mesh, writer, step, final=step == total)
+  if start == total and not _final_eval_logged(workdir, start):
+    # Trained to the end before, but its final evaluation was cut short.
+    logging.info("Training had finished at step %d; evaluating it now.", start)
+    _evaluate(stage, state, frozen, mesh, writer, start, final=True)
   logging.info("Finished at step %d", step)
   return state
 
