@@ -68,7 +68,8 @@ def measure(size, batch, dtype, steps, split=(2, 10), grid=16, scan_layers=None,
   def step(state, ids, labels, rng):
     params, opt = state
     (loss, _), grads = jax.value_and_grad(
-        lambda p: next_token_loss(model, p, ids, labels, rng, True), has_aux=True)(params)
+        lambda p: jax.tree.map(jnp.mean, next_token_loss(model, p, ids, labels, rng, True)),
+        has_aux=True)(params)
     updates, opt = tx.update(grads, opt, params)
     return (optax.apply_updates(params, updates), opt), loss
 

@@ -18,7 +18,7 @@ Tables (random weights; 2-8 split; float32; one device):
            step's weight matmuls alone at 16 rows (matmuls_only_ms).
   cpu_dots the `--dots_size` weight matmuls alone at 2..64 rows with XLA:CPU's default
            (YNNPACK) dots and with Eigen dots: the measurement behind
-           autoregressive.compiler_options (CPU only); beside them the same
+           platform.decode_compiler_options (CPU only); beside them the same
            chain in numpy (its BLAS) and, when installed, PyTorch: what other
            matmul libraries make of these shapes on this machine.
 Compile time is excluded everywhere (a warm-up call first); times are the
@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.device_rates import (call_seconds, matmul_peak,  # noqa: E402
                                      memory_bandwidth)
+from elm_jax import platform  # noqa: E402
 from elm_jax.models.transformer import SIZES, Transformer  # noqa: E402
 from elm_jax.sampling import autoregressive  # noqa: E402
 from elm_jax.sampling.settings import SamplerSettings  # noqa: E402
@@ -75,7 +76,7 @@ def prefix_recompute_seconds(model, params, batch, repeats, bucket=16):
   """ELM's way: a full forward over the prefix at every step (no cache)."""
   length, n = model.grid_size ** 2, model.num_subcodes
   labels = jnp.arange(batch) % 1000
-  forward = jax.jit(lambda p, ids: model.apply({"params": p}, ids, labels))
+  forward = jax.jit(lambda p, ids: model.apply({"params": p}, ids, labels)[0])
   buckets = sorted({-(-max(t, 1) // bucket) * bucket for t in range(length)})
   for b in buckets:  # compile every padded prefix length up front
     forward(params, jnp.zeros((batch, min(b, length - 1), n), jnp.int32))
@@ -122,7 +123,7 @@ def matmuls_only_seconds(model, params, rows: int, repeats: int,
   XLA's small-M matmuls put under a decoding step on this device."""
   x = jnp.ones((rows, model.dim), jnp.float32) * 0.01
   if options is None:
-    options = autoregressive.compiler_options(rows, jax.default_backend())
+    options = platform.decode_compiler_options(rows)
   fn = jax.jit(lambda x, mats, heads: matmul_chain(x, mats, heads, jax.nn.silu),
                compiler_options=options)
   return timed(fn, x, *weight_matrices(model, params), repeats=repeats)
@@ -230,12 +231,12 @@ def main():
          bound_ms=1e3 * bound, within_bound=bool(sec <= bound))
   if "cpu_dots" in tables and jax.default_backend() == "cpu":
     model, params = build(a.dots_size, 16)
-    eigen = autoregressive.EIGEN_DOTS
+    eigen = platform.decode_compiler_options(platform.EIGEN_DOT_ROWS[0], "cpu")
     libraries = ["numpy"] + (["torch"] if torch_available() else [])
     for n in map(int, a.dot_rows.split(",")):
       ynn_s = matmuls_only_seconds(model, params, n, max(a.repeats, 5), {})
       eigen_s = matmuls_only_seconds(model, params, n, max(a.repeats, 5), eigen)
-      chosen = autoregressive.compiler_options(n, "cpu")
+      chosen = platform.decode_compiler_options(n, "cpu")
       host = {f"{lib}_ms": 1e3 * host_matmuls_seconds(
           model, params, n, max(a.repeats, 5), lib) for lib in libraries}
       emit(table="cpu_dots", size=a.dots_size, rows=n, ynnpack_ms=1e3 * ynn_s,

@@ -35,27 +35,24 @@ from absl import app, flags, logging
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from elm_jax import checkpointing, metrics, tokens  # noqa: E402
-from elm_jax.bad_input import exit_on_bad_input  # noqa: E402
+from elm_jax import atomic_files, checkpointing, metrics, tokens  # noqa: E402
+from elm_jax.bad_input import exit_on_bad_input, parse_flags  # noqa: E402
 from elm_jax.data import pipeline  # noqa: E402
 from elm_jax.evaluation import analysis  # noqa: E402
+from elm_jax.main import make_stage  # noqa: E402
 from elm_jax.train import frozen_tokenizer  # noqa: E402
 
 COMMANDS = ("token-randomness", "attention")
 
 
 def _write_json(path: str, obj: Any) -> None:
-  tmp = f"{path}.{os.getpid()}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  atomic_files.write_text(path, json.dumps(obj, indent=1))
 
 
 def _save_figure(fig, path: str) -> None:
-  tmp = f"{path}.{os.getpid()}.tmp.png"
-  fig.savefig(tmp, dpi=100, bbox_inches="tight")
+  atomic_files.write_with(path, lambda f: fig.savefig(f, format="png", dpi=100,
+                                                      bbox_inches="tight"))
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def eval_images(tok: frozen_tokenizer.FrozenTokenizer, num_images: int, batch_size: int = 250):
@@ -122,7 +119,6 @@ def token_randomness(tokenizer: str, num_images: int, out_dir: str,
 
 def load_generator(workdir: str):
   """(stage, EMA params, step) of the latest checkpoint of an AR/MLM run."""
-  from elm_jax.main import make_stage  # noqa: PLC0415 (heavy; only this command needs it)
   run = checkpointing.load_run(workdir, "generator", "--generator")
   return make_stage(run.config), run.state["ema_params"], run.step
 
@@ -186,35 +182,35 @@ def attention(generator: str, num_images: int, out_dir: str,
   return results
 
 
-def define_flags() -> None:
-  """The command line (defined only when run as a command, so imports define no flags)."""
-  flags.DEFINE_string("tokenizer", "", "token-randomness: a tokenizer workdir.")
-  flags.DEFINE_string("generator", "", "attention: an AR/MLM workdir.")
-  flags.DEFINE_string("out", None, "Output directory.")
-  flags.DEFINE_integer("num_images", 1000, "Evaluation images to use.")
-  flags.DEFINE_integer("num_subcodes", 0, "token-randomness: sub-codes per cell (0: K/8).")
-  flags.DEFINE_list("query_cell", [], "attention: row,col of the mapped query (default: centre).")
-
-
-def main(argv):
+def main(argv, out: str, tokenizer: str, generator: str, num_images: int, num_subcodes: int,
+         query_cell: list[str]) -> None:
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"Usage: python -m elm_jax.analyze {{{'|'.join(COMMANDS)}}} --out=DIR "
                          "[--tokenizer=DIR | --generator=DIR]")
-  f = flags.FLAGS
   if argv[1] == "token-randomness":
-    if not f.tokenizer:
+    if not tokenizer:
       raise app.UsageError("token-randomness needs --tokenizer=WORKDIR.")
     with exit_on_bad_input("elm_jax.analyze"):
-      token_randomness(f.tokenizer, f.num_images, f.out, f.num_subcodes)
+      token_randomness(tokenizer, num_images, out, num_subcodes)
   else:
-    if not f.generator:
+    if not generator:
       raise app.UsageError("attention needs --generator=WORKDIR.")
-    query = tuple(int(v) for v in f.query_cell) if f.query_cell else None
+    query = tuple(int(v) for v in query_cell) if query_cell else None
     with exit_on_bad_input("elm_jax.analyze"):
-      attention(f.generator, f.num_images, f.out, query)
+      attention(generator, num_images, out, query)
 
 
 if __name__ == "__main__":
-  define_flags()
+  # Flags are defined only when run, so importing this module defines none.
+  _TOKENIZER = flags.DEFINE_string("tokenizer", "", "token-randomness: a tokenizer workdir.")
+  _GENERATOR = flags.DEFINE_string("generator", "", "attention: an AR/MLM workdir.")
+  _OUT = flags.DEFINE_string("out", None, "Output directory.")
+  _NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "Evaluation images to use.")
+  _NUM_SUBCODES = flags.DEFINE_integer("num_subcodes", 0,
+                                       "token-randomness: sub-codes per cell (0: K/8).")
+  _QUERY_CELL = flags.DEFINE_list("query_cell", [],
+                                  "attention: row,col of the mapped query (default: centre).")
   flags.mark_flags_as_required(["out"])
-  app.run(main)
+  app.run(lambda argv: main(argv, _OUT.value, _TOKENIZER.value, _GENERATOR.value,
+                            _NUM_IMAGES.value, _NUM_SUBCODES.value, _QUERY_CELL.value),
+          flags_parser=parse_flags)

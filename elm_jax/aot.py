@@ -19,16 +19,29 @@ step does not fit. The mesh and sharding rules come from the config
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
-import tempfile
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 from absl import app, flags
+from jax.experimental import topologies
 from ml_collections import config_flags
 
-from elm_jax import configs_lib
+from elm_jax import atomic_files, checkpointing, configs_lib, sharding
 from elm_jax.bad_input import parse_flags
+from elm_jax.models.bae import build_autoencoder
+from elm_jax.sampling.autoregressive import jit_sampler
+from elm_jax.sampling.settings import SamplerSettings
+from elm_jax.train.ar import ARStage
+from elm_jax.train.bae import TokenizerStage
+from elm_jax.train.frozen_tokenizer import FrozenTokenizer
+from elm_jax.train.mlm import MLMStage
 
 GIB = 2 ** 30
 # Per-chip HBM (GiB) and TensorCores per chip (the "-N" of v4-N / v5p-N counts
@@ -83,18 +96,17 @@ def parse_topology(name: str, hbm_gib: float = 0.0) -> Target:
 
 
 def target_devices(target: Target) -> list:
-  import jax
   if target.chip == "cpu":
     return jax.devices()
   try:
-    import libtpu  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+    # deferred: a probe, importable once main() has put --libtpu on sys.path
+    import libtpu  # noqa: F401  pylint: disable=unused-import
   except ImportError as e:
     raise RuntimeError(
         "libtpu is not importable, so TPU programs cannot be compiled here. "
         "Install it beside the project: pip install --target /opt/libtpu -r "
         "launch/requirements-tpu.txt, then pass --libtpu=/opt/libtpu (or "
         "PYTHONPATH=/opt/libtpu).") from e
-  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   # v4 / v5p: one device per chip (megacore), as on a real pod.
   extra = {"chip_config_name": "megacore"} if CHIPS[target.chip][1] == 2 else {}
   return list(topologies.get_topology_desc(
@@ -104,15 +116,12 @@ def target_devices(target: Target) -> list:
 # ------------------------------------------------------------------ stages
 def _tokenizer_config(config, bits: int):
   """The tokenizer's config: its checkpoint's, or configs/bae.py at this size."""
-  from elm_jax import checkpointing  # pylint: disable=import-outside-toplevel
-  import ml_collections  # pylint: disable=import-outside-toplevel
   ckpt_dir = config.tokenizer.checkpoint
   if ckpt_dir and os.path.isdir(os.path.join(ckpt_dir, checkpointing.CHECKPOINT_DIR)):
     ckpt = checkpointing.Checkpointer(ckpt_dir, read_only=True)
     out = ml_collections.ConfigDict(ckpt.restore_config())
     ckpt.close()
     return out
-  import importlib.util  # pylint: disable=import-outside-toplevel
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "configs", "bae.py")
   spec = importlib.util.spec_from_file_location("bae_config", path)
@@ -127,11 +136,6 @@ def _tokenizer_config(config, bits: int):
 
 def abstract_tokenizer(config):
   """A FrozenTokenizer whose params are ShapeDtypeStructs (no weights read)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from elm_jax import sharding  # pylint: disable=import-outside-toplevel
-  from elm_jax.models.bae import build_autoencoder  # pylint: disable=import-outside-toplevel
-  from elm_jax.train.frozen_tokenizer import FrozenTokenizer  # pylint: disable=import-outside-toplevel
   bits = config.model.num_subcodes * config.subcode_bits
   tok_config = _tokenizer_config(config, bits)
   model = build_autoencoder(tok_config.model)
@@ -145,21 +149,16 @@ def abstract_tokenizer(config):
 
 def make_stage(config):
   if config.stage == "ar":
-    from elm_jax.train.ar import ARStage  # pylint: disable=import-outside-toplevel
     return ARStage(config, abstract_tokenizer(config))
   if config.stage == "mlm":
-    from elm_jax.train.mlm import MLMStage  # pylint: disable=import-outside-toplevel
     return MLMStage(config, abstract_tokenizer(config))
   if config.stage == "bae":
-    from elm_jax.train.bae import TokenizerStage  # pylint: disable=import-outside-toplevel
     return TokenizerStage(config)
   raise configs_lib.ConfigError(f"config.stage: {config.stage!r} has no trainer.")
 
 
 def abstract_batch(config, stage, batch: int) -> dict:
   """ShapeDtypeStructs of one global training batch (no sharding yet)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   out = {"label": jax.ShapeDtypeStruct((batch,), np.int32)}
   if config.data.get("tokens", ""):
     tok = stage.tokenizer
@@ -196,11 +195,8 @@ def compile_train_step(config, target: Target, devices, sample_batch: int = 0
 
   sample_batch > 0 (AR): also compiles the sampler for that many images.
   """
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from elm_jax import checkpointing, sharding  # pylint: disable=import-outside-toplevel
-  from elm_jax.train import loop  # pylint: disable=import-outside-toplevel
+  # deferred: heavy (TensorFlow), not needed for --help or bad flags
+  from elm_jax.train import loop
 
   mesh = sharding.make_mesh(config.mesh, devices)
   sharding.check_batch(config.batch_size, mesh)
@@ -254,11 +250,6 @@ def transformer_train_flops(params: int, batch: int, seq: int, layers: int,
 
 def _compile_sampler(stage, unboxed, state_sharding, mesh, batch: int) -> dict:
   """The AR sampler (elm_jax.sampling), jitted as the sample command runs it."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from elm_jax import checkpointing, sharding  # pylint: disable=import-outside-toplevel
-  from elm_jax.sampling.autoregressive import jit_sampler  # pylint: disable=import-outside-toplevel
-  from elm_jax.sampling.settings import SamplerSettings  # pylint: disable=import-outside-toplevel
   settings = SamplerSettings(cfg_scale=4.0, cfg_schedule="linear")  # ELM's FID setting
   params = checkpointing.abstract_with_shardings(unboxed.ema_params,
                                                  state_sharding.ema_params)
@@ -328,13 +319,10 @@ def compile_refused(config, target: Target, chips: int, message: str) -> dict:
 
 
 def write_json(path: str, report: dict) -> None:
-  """Atomically: a crash leaves the old file or the new one, never half."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", dir=directory, delete=False,
-                                   suffix=".tmp") as f:
-    json.dump(report, f, indent=1)
-  os.replace(f.name, path)
+  """Atomically (elm_jax.atomic_files): a crash leaves the old file or the new
+  one, never half."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  atomic_files.write_text(path, json.dumps(report, indent=1))
 
 
 def run(config, target: Target, json_path: str = "", sample_batch: int = 0) -> int:
@@ -358,10 +346,32 @@ def run(config, target: Target, json_path: str = "", sample_batch: int = 0) -> i
   return 0
 
 
-def define_flags() -> None:
-  """Defines the command's flags (only when run, so that importing this module
-  beside elm_jax.main, which has a --config too, works)."""
-  global _CONFIG, _TOPOLOGY, _BATCH, _HBM, _JSON, _LIBTPU, _SAMPLE_BATCH
+def main(config, topology: str, batch: int, hbm_gib: float, json_path: str, libtpu: str,
+         sample_batch: int) -> None:
+  target = parse_topology(topology, hbm_gib)
+  if target.chip != "cpu":  # compile for TPU on a host that has none
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # parallel compiles
+  if libtpu:
+    sys.path.insert(0, os.path.abspath(libtpu))
+  with config.unlocked():
+    if batch:
+      config.batch_size = batch
+    if config.stage in ("ar", "mlm") and not config.tokenizer.checkpoint:
+      config.tokenizer.checkpoint = "(abstract: configs/bae.py)"
+  configs_lib.validate(config)
+  if config.get("jax_disable_most_optimizations", False):
+    jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    sys.exit(run(config, target, json_path, sample_batch))
+  except (RuntimeError, ValueError) as e:
+    sys.exit(f"AOT compile failed: {e}")
+
+
+if __name__ == "__main__":
+  # Flags are defined only when run, so this module can be imported beside
+  # elm_jax.main (which defines --config too).
   _CONFIG = config_flags.DEFINE_config_file(
       "config", None, "Config file, e.g. configs/ar.py:imagenet,size=2B,split=2-12.",
       lock_config=True)
@@ -375,33 +385,6 @@ def define_flags() -> None:
       "sample_batch", 0, "AR stages: also compile the sampler for this many "
       "images (classifier-free guidance doubles the model batch); 0: skip.")
   flags.mark_flags_as_required(["config", "topology"])
-
-
-def main(argv):
-  del argv
-  target = parse_topology(_TOPOLOGY.value, _HBM.value)
-  if target.chip != "cpu":  # compile for TPU on a host that has none
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # parallel compiles
-  if _LIBTPU.value:
-    sys.path.insert(0, os.path.abspath(_LIBTPU.value))
-  config = _CONFIG.value
-  with config.unlocked():
-    if _BATCH.value:
-      config.batch_size = _BATCH.value
-    if config.stage in ("ar", "mlm") and not config.tokenizer.checkpoint:
-      config.tokenizer.checkpoint = "(abstract: configs/bae.py)"
-  configs_lib.validate(config)
-  import jax  # pylint: disable=import-outside-toplevel
-  if config.get("jax_disable_most_optimizations", False):
-    jax.config.update("jax_disable_most_optimizations", True)
-  try:
-    sys.exit(run(config, target, _JSON.value, _SAMPLE_BATCH.value))
-  except (RuntimeError, ValueError) as e:
-    sys.exit(f"AOT compile failed: {e}")
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main, flags_parser=parse_flags)
+  app.run(lambda argv: main(_CONFIG.value, _TOPOLOGY.value, _BATCH.value, _HBM.value,
+                            _JSON.value, _LIBTPU.value, _SAMPLE_BATCH.value),
+          flags_parser=parse_flags)

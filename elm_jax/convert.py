@@ -27,13 +27,23 @@ import sys
 import tempfile
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from elm_jax import configs_lib
-from elm_jax.weights import architecture, state_dict_io, torch_llamagen
+from elm_jax import atomic_files, checkpointing, configs_lib, sharding
+from elm_jax.models.transformer import SIZES, build_transformer
+from elm_jax.train import optim
+from elm_jax.train.ar import ARStage
+from elm_jax.train.bae import TokenizerStage
+from elm_jax.train.mlm import MLMStage
+from elm_jax.train.state import TrainState
+from elm_jax.weights import architecture, state_dict_io, torch_bae, torch_llamagen
+from elm_jax.weights.torch_transformer import transformer_params_from_torch
+from elm_jax.weights.tree_check import check_against
 
 KINDS = ("elm-bae", "elm-ar", "elm-mlm", "llamagen-gpt")
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -49,7 +59,6 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0,
 
 
 def _fast_jit(fn):
-  import jax
   return jax.jit(fn, compiler_options=_FAST_COMPILE)
 
 
@@ -79,7 +88,6 @@ def default_config_spec(kind: str, facts: dict) -> str:
   n, k = facts["split"].value
   if kind == "llamagen-gpt":
     return f"configs/ar.py:imagenet,size=B,split={n}-{k}"
-  from elm_jax.models.transformer import SIZES
   size = architecture.match_size(SIZES, facts)
   if size is None:
     raise ConversionError(
@@ -109,7 +117,6 @@ def _llamagen_defaults(config, facts, grid: int) -> None:
 
 
 def _check_shapes(expected: Any, params: Any, sources: dict) -> None:
-  import jax
   want = {jax.tree_util.keystr(p): tuple(v.shape)
           for p, v in jax.tree_util.tree_leaves_with_path(expected)}
   bad = [f"PyTorch {sources.get(k, '?')!r} gives {tuple(np.shape(v))} for "
@@ -124,8 +131,6 @@ def _check_shapes(expected: Any, params: Any, sources: dict) -> None:
 
 def _same_tree(abstract: Any, state: Any) -> None:
   """The converted state must be exactly what the stage would initialise."""
-  import jax
-  from elm_jax.weights.tree_check import check_against
   if jax.tree.structure(abstract) != jax.tree.structure(state):
     raise RuntimeError("Internal error: the converted TrainState does not have "
                        "the stage's tree structure.")
@@ -138,12 +143,6 @@ def _same_tree(abstract: Any, state: Any) -> None:
 
 def bae_state(sd: dict, config, step: int):
   """(TrainState, stage) of a tokenizer run holding the imported autoencoder."""
-  import jax
-  import jax.numpy as jnp
-  from elm_jax import sharding
-  from elm_jax.train.bae import TokenizerStage
-  from elm_jax.train.state import TrainState
-  from elm_jax.weights import torch_bae
   arch = dict(config.model)
   stage = TokenizerStage(config)
   rng = jax.random.PRNGKey(config.seed)
@@ -172,14 +171,6 @@ def bae_state(sd: dict, config, step: int):
 def generator_state(kind: str, sd: dict, config, facts: dict, grid_size: int,
                     step: int):
   """(TrainState, stage or None) of an AR / MLM run holding the imported model."""
-  import jax
-  import jax.numpy as jnp
-  from elm_jax import sharding
-  from elm_jax.models.transformer import build_transformer
-  from elm_jax.train import optim
-  from elm_jax.train.state import TrainState
-  from elm_jax.weights.torch_transformer import transformer_params_from_torch
-
   rng = jax.random.PRNGKey(config.seed)
   n, k = config.model.num_subcodes, config.subcode_bits
   # The file is checked in full before the tokenizer is read; parameter
@@ -194,11 +185,8 @@ def generator_state(kind: str, sd: dict, config, facts: dict, grid_size: int,
   params = jax.tree.map(jnp.asarray, transformer_params_from_torch(sd, **model_kw))
   stage, abstract = None, None
   if config.tokenizer.checkpoint:
-    if kind == "elm-mlm":
-      from elm_jax.train.mlm import MLMStage as Stage
-    else:
-      from elm_jax.train.ar import ARStage as Stage
-    stage = Stage(config)  # checks bits (n*k = K) and image size
+    stage_class = MLMStage if kind == "elm-mlm" else ARStage
+    stage = stage_class(config)  # checks bits (n*k = K) and image size
     tx = stage.tx
     architecture.check_grid(facts, stage.tokenizer.grid_size,
                             f"the tokenizer {config.tokenizer.checkpoint} makes")
@@ -220,15 +208,13 @@ def generator_state(kind: str, sd: dict, config, facts: dict, grid_size: int,
 
 
 def _has_checkpoint(workdir: str) -> bool:
-  from elm_jax.checkpointing import CHECKPOINT_DIR
-  d = os.path.join(workdir, CHECKPOINT_DIR)
+  d = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
   return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
 
 
 def write_workdir(out: str, step: int, state, data_iter, config,
                   provenance: dict, overwrite: bool) -> str:
   """Saves the checkpoint under a temporary name, then renames it into `out`."""
-  from elm_jax import checkpointing
   os.makedirs(out, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".convert-", dir=out)
   try:
@@ -252,10 +238,8 @@ def write_workdir(out: str, step: int, state, data_iter, config,
     if os.path.exists(aside):
       os.replace(aside, final)
     raise
-  info = os.path.join(out, "converted_from.json")
-  with open(info + ".tmp", "w") as f:
-    json.dump(provenance, f, indent=1)
-  os.replace(info + ".tmp", info)
+  atomic_files.write_text(os.path.join(out, "converted_from.json"),
+                          json.dumps(provenance, indent=1))
   shutil.rmtree(tmp, ignore_errors=True)
   return final
 
@@ -325,13 +309,16 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
   # No data-iterator state: a resumed run starts its input pipeline afresh
   # (checkpointing.restore allows that), whatever its process count.
   final = write_workdir(out, step, state, None, config, provenance, overwrite)
-  import jax
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.ema_params))
   print(f"wrote {final}/{step}: {count:,} parameters ({kind})")
   return final
 
 
 def _define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> dict:
+  """The command's flag holders, defined in `fv`: a FlagValues of one `cli`
+  call, not absl's global FLAGS, so that `cli` runs any number of command
+  lines in one process and --config finds the --config.x=y overrides in
+  `argv` (not sys.argv)."""
   d = dict(flag_values=fv)
   return dict(
       kind=flags.DEFINE_enum("from", None, KINDS, "What --src holds.", **d),

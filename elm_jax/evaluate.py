@@ -36,11 +36,12 @@ import numpy as np
 import tqdm
 from absl import app, flags, logging
 
-from elm_jax import metrics
-from elm_jax.bad_input import exit_on_bad_input
+from elm_jax import atomic_files, metrics
+from elm_jax.bad_input import exit_on_bad_input, parse_flags
 from elm_jax.data import pipeline
 from elm_jax.evaluation import extractor as extractor_lib
 from elm_jax.evaluation import fid, inception, precision_recall
+from elm_jax.train import frozen_tokenizer
 
 DATASET_SOURCES = ("fashion_mnist", "tfds", "folder")
 RESULT_FILE = "evaluation.json"
@@ -148,11 +149,7 @@ def score(samples: dict, reference: dict, k: int, mesh=None) -> dict[str, float]
 def write_results(out_dir: str, results: dict, step: int) -> None:
   """evaluation.json (atomic) and TensorBoard / metrics.jsonl scalars under eval/."""
   os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, RESULT_FILE)
-  tmp = f"{path}.{os.getpid()}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(results, f, indent=1)
-  os.replace(tmp, path)
+  atomic_files.write_text(os.path.join(out_dir, RESULT_FILE), json.dumps(results, indent=1))
   writer = metrics.create_writer(out_dir)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in results["metrics"].items()})
   writer.flush()
@@ -161,7 +158,6 @@ def write_results(out_dir: str, results: dict, step: int) -> None:
 
 def _reconstructor(workdir: str):
   """uint8 images -> uint8 reconstructions by a tokenizer (EMA weights, thresholded bits)."""
-  from elm_jax.train import frozen_tokenizer  # noqa: PLC0415 (loads checkpoints lazily)
   tok = frozen_tokenizer.load(workdir, flag="--reconstruct")
 
   @jax.jit
@@ -250,40 +246,43 @@ def evaluate(samples: str, reference: str, inception_path: str, out_dir: str,
   return results
 
 
-def define_flags() -> None:
-  """The command line (defined only when run as a command, so imports define no flags)."""
-  d = flags
-  d.DEFINE_string("samples", "", "npz of generated images (arr_0 uint8 NHWC).")
-  d.DEFINE_string("reference", None, "Reference: a .npz path or SOURCE:SPLIT.")
-  d.DEFINE_string("inception", None, "npz from elm_jax.evaluation.convert_inception.")
-  d.DEFINE_string("reference_stats", "", "Cache of the reference statistics (.npz): read if "
-                  "present and made from the same reference, else written.")
-  d.DEFINE_string("out", "", "Output directory (default: next to --samples).")
-  d.DEFINE_string("reconstruct", "", "Tokenizer workdir: score its reconstructions of the "
-                  "reference images (rFID).")
-  d.DEFINE_integer("num_samples", 0, "Use the first N samples (0 = all).")
-  d.DEFINE_integer("num_reference", 0, "Use the first N reference images (0 = all).")
-  d.DEFINE_integer("batch_size", 200, "Images per Inception call (all devices).")
-  d.DEFINE_integer("k", precision_recall.DEFAULT_K, "Neighbours for precision/recall.")
-  d.DEFINE_integer("image_size", 0, "Dataset image side (0: the samples').")
-  d.DEFINE_string("data_path", "", "Dataset path (see elm_jax.data).")
-  d.DEFINE_string("data_name", "", "tfds dataset name.")
-  d.DEFINE_integer("step", 0, "Step to log the TensorBoard scalars at.")
-
-
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  out = f.out or (os.path.dirname(os.path.abspath(f.samples)) if f.samples
-                  else os.path.join(f.reconstruct, "rfid"))
+def main(samples: str, reconstruct: str, out: str, **kwargs) -> None:
+  """`evaluate` with the flags' values; --out defaults to the directory of
+  --samples, or RECONSTRUCT/rfid."""
+  out = out or (os.path.dirname(os.path.abspath(samples)) if samples
+                else os.path.join(reconstruct, "rfid"))
   with exit_on_bad_input("elm_jax.evaluate"):
-    results = evaluate(f.samples, f.reference, f.inception, out, f.reference_stats,
-                       f.reconstruct, f.num_samples, f.num_reference, f.batch_size,
-                       f.k, f.image_size, f.data_path, f.data_name, f.step)
+    results = evaluate(samples=samples, reconstruct=reconstruct, out_dir=out, **kwargs)
   print(json.dumps(results["metrics"], indent=1))
 
 
 if __name__ == "__main__":
-  define_flags()
+  # Flags are defined only when run, so importing this module defines none.
+  _SAMPLES = flags.DEFINE_string("samples", "", "npz of generated images (arr_0 uint8 NHWC).")
+  _REFERENCE = flags.DEFINE_string("reference", None, "Reference: a .npz path or SOURCE:SPLIT.")
+  _INCEPTION = flags.DEFINE_string("inception", None,
+                                   "npz from elm_jax.evaluation.convert_inception.")
+  _REFERENCE_STATS = flags.DEFINE_string(
+      "reference_stats", "", "Cache of the reference statistics (.npz): read if "
+      "present and made from the same reference, else written.")
+  _OUT = flags.DEFINE_string("out", "", "Output directory (default: next to --samples).")
+  _RECONSTRUCT = flags.DEFINE_string(
+      "reconstruct", "", "Tokenizer workdir: score its reconstructions of the "
+      "reference images (rFID).")
+  _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 0, "Use the first N samples (0 = all).")
+  _NUM_REFERENCE = flags.DEFINE_integer("num_reference", 0,
+                                        "Use the first N reference images (0 = all).")
+  _BATCH_SIZE = flags.DEFINE_integer("batch_size", 200, "Images per Inception call (all devices).")
+  _K = flags.DEFINE_integer("k", precision_recall.DEFAULT_K, "Neighbours for precision/recall.")
+  _IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Dataset image side (0: the samples').")
+  _DATA_PATH = flags.DEFINE_string("data_path", "", "Dataset path (see elm_jax.data).")
+  _DATA_NAME = flags.DEFINE_string("data_name", "", "tfds dataset name.")
+  _STEP = flags.DEFINE_integer("step", 0, "Step to log the TensorBoard scalars at.")
   flags.mark_flags_as_required(["reference", "inception"])
-  app.run(main)
+  app.run(lambda argv: main(
+      _SAMPLES.value, _RECONSTRUCT.value, _OUT.value, reference=_REFERENCE.value,
+      inception_path=_INCEPTION.value, reference_cache=_REFERENCE_STATS.value,
+      num_samples=_NUM_SAMPLES.value, num_reference=_NUM_REFERENCE.value,
+      batch_size=_BATCH_SIZE.value, k=_K.value, image_size=_IMAGE_SIZE.value,
+      data_path=_DATA_PATH.value, data_name=_DATA_NAME.value, step=_STEP.value),
+          flags_parser=parse_flags)

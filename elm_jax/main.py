@@ -4,60 +4,55 @@ Any config field can be overridden: `--config.optim.lr=3e-4`. Starting again
 with the same workdir resumes from its latest checkpoint.
 """
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from elm_jax import configs_lib, distributed
 from elm_jax.bad_input import exit_on_bad_input, local_path, parse_flags
-
-
-def define_flags() -> dict:
-  """Defines this command's flags (only when run as the command, so that
-  modules with a --config flag of their own can be imported beside it)."""
-  f = dict(
-      config=config_flags.DEFINE_config_file(
-          "config", None, "Config file, e.g. configs/bae.py:tiny.",
-          lock_config=True),
-      workdir=flags.DEFINE_string("workdir", None,
-                                  "Checkpoints, logs, summaries."),
-      **distributed.define_flags())
-  flags.mark_flags_as_required(["config", "workdir"])
-  return f
+from elm_jax.train.ar import ARStage
+from elm_jax.train.bae import TokenizerStage
+from elm_jax.train.mlm import MLMStage
 
 
 def make_stage(config):
   """The Stage object for config.stage."""
   if config.stage == "bae":
-    from elm_jax.train.bae import TokenizerStage
     return TokenizerStage(config)
   if config.stage == "ar":
-    from elm_jax.train.ar import ARStage
     return ARStage(config)
   if config.stage == "mlm":
-    from elm_jax.train.mlm import MLMStage
     return MLMStage(config)
   raise configs_lib.ConfigError(f"config.stage: {config.stage!r} has no trainer.")
 
 
-def main(f: dict) -> None:
-  config = f["config"].value
+def main(config, workdir: str, distributed_flags: dict) -> None:
+  """Trains config's stage in workdir; distributed_flags: the holders that
+  distributed.define_flags made."""
   with exit_on_bad_input("elm_jax.main"):
-    local_path("--workdir", f["workdir"].value)
+    local_path("--workdir", workdir)
     configs_lib.validate(config)
-    distributed.initialize_from_flags(f)  # before any other jax use
-  import jax  # after flag parsing: platform flags are honoured.
+    distributed.initialize_from_flags(distributed_flags)  # before any other jax use
   if config.get("jax_disable_most_optimizations", False):
     # tiny configs: compile time dominates a few-step run.
     jax.config.update("jax_disable_most_optimizations", True)
+  # deferred: heavy (TensorFlow), not needed for --help or bad flags
   from elm_jax.train import loop, preemption
   logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
                jax.default_backend(), jax.device_count(), jax.process_index(),
                jax.process_count())
   # Some config errors show only once the tokenizer and devices are known.
   with preemption.exit_when_stopped(), exit_on_bad_input("elm_jax.main"):
-    loop.train_and_evaluate(config, f["workdir"].value, make_stage(config))
+    loop.train_and_evaluate(config, workdir, make_stage(config))
 
 
 if __name__ == "__main__":
-  _FLAGS = define_flags()
-  app.run(lambda argv: main(_FLAGS), flags_parser=parse_flags)
+  # Flags are defined only when run, so this module can be imported beside
+  # other modules with a --config flag of their own.
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Config file, e.g. configs/bae.py:tiny.", lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, summaries.")
+  _DISTRIBUTED = distributed.define_flags()
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value, _DISTRIBUTED),
+          flags_parser=parse_flags)

@@ -1,11 +1,21 @@
-"""Per-platform settings that must be made before JAX starts its backends.
+"""Per-platform choices, in one place; the model and sampler code stay neutral.
 
-`split_cpu(n)` makes XLA:CPU expose n devices, so that the mesh's "data" axis
-splits every batch over them. XLA:CPU runs one program's convolutions on
-little more than one core; on the project's 2-core machine two CPU devices
-ran the Fashion-MNIST tokenizer's train step 1.45x faster (5.38 against 3.71
-steps/s, benchmarks/pipeline.md). The flag creates CPU devices only: on a
-GPU or TPU host JAX's default devices are unchanged.
+Each choice below is a speed choice only (the same numbers on every
+platform); benchmarks/README.md ("Platform tuning") has the measurements
+behind it.
+
+- `split_cpu(n)`: XLA:CPU exposes n devices, so the mesh's "data" axis splits
+  every batch over them (XLA:CPU runs one program's convolutions on little
+  more than one core). Must run before JAX starts its backends; creates CPU
+  devices only.
+- `token_rows_dense(backend)`: compute a dense over [B, S, E] tokens as one
+  [B*S, E] matmul (XLA:CPU otherwise copies activations for the weight
+  gradient).
+- `small_conv_as_matmul(backend)`: 3x3 convolutions over maps of side <= 2 as
+  im2col + matmul (XLA:CPU's convolution is slow there).
+- `decode_compiler_options(rows, backend)`: XLA options for an AR decoding
+  program (on CPU, XLA's Eigen dots instead of YNNPACK at 4-32 rows per
+  device).
 """
 
 import os
@@ -23,3 +33,35 @@ def split_cpu(num_devices: int) -> None:
   if _FLAG in flags:
     return
   os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={num_devices}".strip()
+
+
+def _backend(backend: str | None) -> str:
+  if backend is None:
+    import jax  # noqa: PLC0415 (deferred: split_cpu must run before JAX starts)
+    return jax.default_backend()
+  return backend
+
+
+def token_rows_dense(backend: str | None = None) -> bool:
+  """Whether token denses run as one 2D matmul (backend None: JAX's default)."""
+  return _backend(backend) == "cpu"
+
+
+def small_conv_as_matmul(backend: str | None = None) -> bool:
+  """Whether 3x3 convolutions over 1x1 and 2x2 maps run as im2col + matmul."""
+  return _backend(backend) == "cpu"
+
+
+# Rows per device (batch, doubled with guidance) at which XLA:CPU's Eigen dots
+# beat YNNPACK's in a decoding step.
+EIGEN_DOT_ROWS = (4, 32)
+_EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}  # YNNPACK off
+
+
+def decode_compiler_options(rows_per_device: int,
+                            backend: str | None = None) -> dict:
+  """XLA compiler options for an AR decoding program ({}: XLA's defaults)."""
+  low, high = EIGEN_DOT_ROWS
+  if _backend(backend) == "cpu" and low <= rows_per_device <= high:
+    return dict(_EIGEN_DOTS)
+  return {}

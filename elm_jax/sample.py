@@ -16,15 +16,18 @@ import math
 import os
 import time
 
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from elm_jax import distributed
 from elm_jax.bad_input import exit_on_bad_input, local_path, parse_flags
+from elm_jax.sampling import sample_store
 
 
 def validate(config) -> None:
   """Config errors that can be found before anything is loaded."""
+  # deferred: jax-heavy; --help and bad flags need none of it
   from elm_jax.configs_lib import require
   require(bool(config.generator.checkpoint), "generator.checkpoint",
           "empty; pass the workdir of an AR or MLM run "
@@ -37,7 +40,6 @@ def validate(config) -> None:
 
 def balanced_labels(num_samples: int, num_classes: int):
   """[0, 1, ..., C-1, 0, 1, ...]: N/C of each class, every batch mixed."""
-  import numpy as np
   if num_samples % num_classes:
     raise ValueError(
         f"config.num_samples={num_samples} is not a multiple of the "
@@ -50,6 +52,7 @@ class Runner:
   """Jitted, sharded sampler + decoder for one generator and setting."""
 
   def __init__(self, config, gen, mesh, rules):
+    # deferred: jax-heavy; --help and bad flags need none of it
     import jax
     import jax.numpy as jnp
     from elm_jax import sharding
@@ -93,8 +96,8 @@ class Runner:
     Runs in chunks of exactly batch_size (the last one padded), so every
     call uses one compiled program; chunk i draws from fold_in(rng, i).
     """
+    # deferred: jax-heavy; --help and bad flags need none of it
     import jax
-    import numpy as np
     from jax.experimental import multihost_utils
     from elm_jax import sharding
     bs, out = self.batch_size, []
@@ -113,12 +116,11 @@ class Runner:
 
 def run(config, workdir: str) -> dict:
   """Samples the grid and the npz; returns {"grid": path, "samples": path}."""
+  # deferred: jax-heavy; --help and bad flags need none of it
   import flax.linen as nn
   import jax
-  import numpy as np
   from elm_jax import sharding, workdir_lock
   from elm_jax.sampling import generator_checkpoint, images as images_lib
-  from elm_jax.sampling import sample_store
 
   gen = generator_checkpoint.load(config.generator.checkpoint,
                                   config.generator.use_ema,
@@ -163,8 +165,8 @@ def run(config, workdir: str) -> dict:
 
 
 def _sample_npz(config, runner, store, root, labels, chief):
+  # deferred: jax-heavy; --help and bad flags need none of it
   import jax
-  import numpy as np
   from jax.experimental import multihost_utils
   bs = config.batch_size
   num_batches = -(-config.num_samples // bs)
@@ -195,7 +197,7 @@ def main(config, workdir: str, distributed_flags: dict | None = None) -> None:
     validate(config)
     if distributed_flags is not None:
       distributed.initialize_from_flags(distributed_flags)  # before any jax use
-    import jax
+    import jax  # deferred: jax-heavy; --help and bad flags need none of it
     if config.jax_disable_most_optimizations:
       jax.config.update("jax_disable_most_optimizations", True)
     run(config, workdir)

@@ -25,19 +25,10 @@ import numpy as np
 from absl import app, flags, logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from elm_jax import sharding
-from elm_jax.bad_input import exit_on_bad_input
+from elm_jax import atomic_files, sharding
+from elm_jax.bad_input import exit_on_bad_input, parse_flags
 from elm_jax.data import pipeline
 from elm_jax.train import frozen_tokenizer
-
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "Workdir of a configs/bae.py run.")
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
-_SPLITS = flags.DEFINE_list("splits", ["train", "test"], "Splits to tokenize.")
-_BATCH = flags.DEFINE_integer("batch_size", 500, "Images per encoder call.")
-_FLIPS = flags.DEFINE_bool("flips", True, "Also store flipped-image probabilities.")
-_SOURCE = flags.DEFINE_string("source", "", "Override the tokenizer run's data.source.")
-_PATH = flags.DEFINE_string("path", "", "Override data.path.")
-_NAME = flags.DEFINE_string("name", "", "Override data.name.")
 
 META = "meta.json"
 
@@ -107,7 +98,7 @@ def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str
                        "that failed to decode are not tokenized).")
   for a in arrays.values():
     a.flush()
-  np.save(os.path.join(tmp, "labels.npy"), labels)
+  atomic_files.write_with(os.path.join(tmp, "labels.npy"), lambda f: np.save(f, labels))
   os.rename(tmp, final)
   logging.info("%s: %d examples -> %s", split, n, final)
   return n
@@ -115,10 +106,7 @@ def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str
 
 def _write_meta(out_dir: str, meta: dict) -> None:
   """Replaces OUT/meta.json atomically (a kill leaves the old or the new)."""
-  tmp = os.path.join(out_dir, META + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(meta, f, indent=1)
-  os.replace(tmp, os.path.join(out_dir, META))
+  atomic_files.write_text(os.path.join(out_dir, META), json.dumps(meta, indent=1))
 
 
 def _splits_already_written(out_dir: str, splits: list, meta: dict) -> dict:
@@ -170,14 +158,24 @@ def tokenize(tokenizer_dir: str, out_dir: str, splits: list, batch_size: int,
   return dict(meta, splits=counts)
 
 
-def main(argv):
-  del argv
+def main(tokenizer_dir: str, out_dir: str, splits: list, batch_size: int, flips: bool,
+         data_overrides: dict) -> None:
   with exit_on_bad_input("elm_jax.tokenize"):
-    tokenize(_TOKENIZER.value, _OUT.value, _SPLITS.value, _BATCH.value,
-             _FLIPS.value, dict(source=_SOURCE.value, path=_PATH.value,
-                                name=_NAME.value))
+    tokenize(tokenizer_dir, out_dir, splits, batch_size, flips, data_overrides)
 
 
 if __name__ == "__main__":
+  # Flags are defined only when run, so importing this module defines none.
+  _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Workdir of a configs/bae.py run.")
+  _OUT = flags.DEFINE_string("out", None, "Output directory.")
+  _SPLITS = flags.DEFINE_list("splits", ["train", "test"], "Splits to tokenize.")
+  _BATCH = flags.DEFINE_integer("batch_size", 500, "Images per encoder call.")
+  _FLIPS = flags.DEFINE_bool("flips", True, "Also store flipped-image probabilities.")
+  _SOURCE = flags.DEFINE_string("source", "", "Override the tokenizer run's data.source.")
+  _PATH = flags.DEFINE_string("path", "", "Override data.path.")
+  _NAME = flags.DEFINE_string("name", "", "Override data.name.")
   flags.mark_flags_as_required(["tokenizer", "out"])
-  app.run(main)
+  app.run(lambda argv: main(_TOKENIZER.value, _OUT.value, _SPLITS.value, _BATCH.value,
+                            _FLIPS.value, dict(source=_SOURCE.value, path=_PATH.value,
+                                               name=_NAME.value)),
+          flags_parser=parse_flags)

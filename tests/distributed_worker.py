@@ -11,11 +11,16 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
+from elm_jax import distributed  # noqa: E402
 from elm_jax import main as elm_main  # noqa: E402
 
 _DUMP = flags.DEFINE_string("dump", None, "Where to write params_<process>.npz.")
-_MAIN_FLAGS = elm_main.define_flags()
+# The flags of `python -m elm_jax.main`, which defines them only when run.
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, summaries.")
+_DISTRIBUTED = distributed.define_flags()
 
 
 def run(argv):
@@ -31,7 +36,7 @@ def run(argv):
 
   loop.train_and_evaluate = capture
   del argv
-  elm_main.main(_MAIN_FLAGS)
+  elm_main.main(_CONFIG.value, _WORKDIR.value, _DISTRIBUTED)
   local = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(captured["state"].params):
     shards = [np.asarray(s.data) for s in leaf.addressable_shards]

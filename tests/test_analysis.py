@@ -110,8 +110,8 @@ def test_attention_command_unstacks_a_scanned_generator(tmp_path, tiny_tokenizer
                               model.vocab_size)
   labels = jnp.array([1, 2])
   np.testing.assert_allclose(  # the same function
-      np.asarray(model.apply({"params": flat}, tokens, labels, train=False)),
-      np.asarray(stage.model.apply({"params": params}, tokens, labels, train=False)),
+      np.asarray(model.apply({"params": flat}, tokens, labels, train=False)[0]),
+      np.asarray(stage.model.apply({"params": params}, tokens, labels, train=False)[0]),
       atol=1e-5)
   res = analyze.attention(workdir, 2, str(tmp_path / "analysis"))
   assert len(res["mean_distance_per_layer"]) == model.num_layers

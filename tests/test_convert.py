@@ -156,8 +156,8 @@ def model_from_checkpoint(config: dict, grid: int = 4):
 
 def logits_of(config, params, idx, labels):
   model = model_from_checkpoint(config)
-  out = jax.jit(model.apply)({"params": params}, jnp.asarray(idx, jnp.int32),
-                             jnp.asarray(labels, jnp.int32))
+  out, _ = jax.jit(model.apply)({"params": params}, jnp.asarray(idx, jnp.int32),
+                                jnp.asarray(labels, jnp.int32))
   return np.asarray(out)  # [B, L, n, V]
 
 

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from elm_jax import platform
 from elm_jax.models.transformer import Transformer
-from elm_jax.sampling import autoregressive, kv_cache, masked, schedules
+from elm_jax.sampling import autoregressive, masked, schedules
 from elm_jax.sampling.logits_filter import filter_logits, top_k_filter, top_p_filter
 from elm_jax.sampling.settings import SamplerSettings
 
@@ -43,33 +44,45 @@ def test_cached_logits_equal_full_forward_at_every_step(scan_layers):
                                                      jax.random.key(3))
   assert tokens.shape == (3, 16, 2) and logits.shape == (6, 16, 2, 16)
   both = jnp.concatenate([labels, jnp.full_like(labels, NULL)])
-  full = model.apply({"params": params}, jnp.concatenate([tokens, tokens])[:, :-1],
-                     both)  # [6, 16, 2, 16]: position s sees cells < s
+  full, _ = model.apply({"params": params},
+                        jnp.concatenate([tokens, tokens])[:, :-1],
+                        both)  # [6, 16, 2, 16]: position s sees cells < s
   np.testing.assert_allclose(logits, full, atol=1e-5, rtol=0)
 
 
-def test_cached_forward_over_several_positions_at_once():
-  """Chunks of 1, 4 and 11 positions through the cache (a prefill, then
-  steps) give the full forward's logits: the multi-query decode path."""
-  model = tiny(grid=4)
+@pytest.mark.parametrize("scan_layers", [False, True])
+@pytest.mark.parametrize("prefill, chunks", [(0, (4, 11)), (3, (5, 7))])
+def test_cached_forward_over_several_positions_at_once(scan_layers, prefill,
+                                                       chunks):
+  """The class token with `prefill` cells, then chunks of cells through the
+  model's cache, give the full forward's logits (the multi-query decode
+  path); a scanned model's cache is one stacked buffer per k and v."""
+  model = tiny(grid=4, scan_layers=scan_layers)
   params = random_params(model)
   labels = jnp.array([2, 5])
   cells = jax.random.randint(jax.random.key(4), (2, 15, 2), 0, 16)
-  full = model.apply({"params": params}, cells, labels)  # [2, 16, 2, 16]
-  x = jnp.concatenate([
-      model.apply({"params": params}, labels, method=Transformer.embed_class),
-      model.apply({"params": params}, cells, method=Transformer.embed_cells),
-  ], axis=1)  # [2, 16, E]: class token, then cells 0..14
-  cache = kv_cache.init_cache(model, 2)
-  layers = model.layer_params(params)
-  outs, start = [], 0
-  for size in (1, 4, 11):
-    logits, cache = kv_cache.cached_forward(model, params, layers,
-                                            x[:, start:start + size], cache,
-                                            start)
+  full, none = model.apply({"params": params}, cells, labels)  # [2, 16, 2, 16]
+  assert none is None
+  cache = model.init_cache(2)
+  k = cache["layers"]["k"] if scan_layers else cache["layers"][1]["k"]
+  assert k.shape == ((2,) if scan_layers else ()) + (2, 16, 2, 32)
+  step = jax.jit(lambda t, l, c: model.apply({"params": params}, t, l, cache=c))
+  logits, cache = step(cells[:, :prefill], labels, cache)
+  outs, start = [logits], prefill
+  for size in chunks:
+    logits, cache = step(cells[:, start:start + size], None, cache)
     outs.append(logits)
     start += size
+  assert int(cache["index"]) == 16
   np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=1e-5, rtol=0)
+
+
+def test_mlm_has_no_cache():
+  model = tiny(causal=False)
+  params = random_params(model)
+  with pytest.raises(ValueError, match="MLM"):
+    model.apply({"params": params}, jnp.zeros((1, 16, 2), jnp.int32),
+                jnp.zeros((1,), jnp.int32), cache=model.init_cache(1))
 
 
 def test_top_k_1_without_guidance_is_greedy_decoding():
@@ -81,7 +94,7 @@ def test_top_k_1_without_guidance_is_greedy_decoding():
                                  settings)
   # Repeated full forwards over the prefix; cells after it are zeros, which
   # causality makes irrelevant to position s (one compile for all lengths).
-  forward = jax.jit(lambda ids: model.apply({"params": params}, ids, labels))
+  forward = jax.jit(lambda ids: model.apply({"params": params}, ids, labels)[0])
   greedy = jnp.zeros((2, 16, 2), jnp.int32)
   for s in range(16):
     logits = forward(greedy[:, :-1])  # [2, 16, 2, V]
@@ -101,12 +114,12 @@ def test_sampling_is_deterministic_per_rng():
 
 
 def test_few_decoding_rows_compile_with_eigen_dots_on_cpu():
-  """compiler_options picks XLA's Eigen dots for 4-32 rows per device on CPU
+  """decode_compiler_options picks XLA's Eigen dots for 4-32 rows per device on CPU
   only; the program it compiles samples the same tokens as the default one."""
-  assert autoregressive.compiler_options(16, "cpu")
-  assert not autoregressive.compiler_options(16, "gpu")
-  assert not autoregressive.compiler_options(2, "cpu")
-  assert not autoregressive.compiler_options(64, "cpu")
+  assert platform.decode_compiler_options(16, "cpu")
+  assert not platform.decode_compiler_options(16, "gpu")
+  assert not platform.decode_compiler_options(2, "cpu")
+  assert not platform.decode_compiler_options(64, "cpu")
   model = tiny()
   params = random_params(model, seed=4)
   settings = SamplerSettings(cfg_scale=2.0, cfg_schedule="linear")

@@ -40,11 +40,11 @@ def test_ar_is_causal():
   params = init(model)
   toks = random_tokens(model, 15)
   labels = jnp.array([3, 7])
-  base = model.apply({"params": params}, toks, labels)
+  base, _ = model.apply({"params": params}, toks, labels)
   assert base.shape == (2, 16, 2, 16)
   for t in (0, 6, 14):
     changed = toks.at[:, t].set((toks[:, t] + 5) % model.vocab_size)
-    out = model.apply({"params": params}, changed, labels)
+    out, _ = model.apply({"params": params}, changed, labels)
     # Input cell t sits at position t + 1: positions <= t cannot see it.
     np.testing.assert_array_equal(out[:, :t + 1], base[:, :t + 1])
     assert np.abs(out[:, t + 1:] - base[:, t + 1:]).max(axis=(2, 3)).min() > 0
@@ -55,17 +55,17 @@ def test_mlm_is_bidirectional():
   params = init(model)
   toks = random_tokens(model, 16)
   labels = jnp.array([3, 7])
-  base = model.apply({"params": params}, toks, labels)
+  base, _ = model.apply({"params": params}, toks, labels)
   assert base.shape == (2, 16, 2, 16)
-  out = model.apply({"params": params}, toks.at[:, 15, 1].set(model.mask_id),
-                    labels)
+  out, _ = model.apply({"params": params}, toks.at[:, 15, 1].set(model.mask_id),
+                       labels)
   assert np.abs(out[:, :15] - base[:, :15]).max() > 1e-4  # earlier cells see it
   # A boolean mask is the same as writing mask_id into the slots.
   mask = jnp.zeros(toks.shape, bool).at[:, 3:5].set(True)
   np.testing.assert_array_equal(
-      model.apply({"params": params}, toks, labels, mask=mask),
+      model.apply({"params": params}, toks, labels, mask=mask)[0],
       model.apply({"params": params}, jnp.where(mask, model.mask_id, toks),
-                  labels))
+                  labels)[0])
 
 
 def test_rope_table_is_the_formula():
@@ -100,7 +100,7 @@ def test_subcodes_feed_the_model():
   ids = tokens.bits_to_subcodes(bits, model.num_subcodes)  # [B, 16, 2]
   params = sharding.unbox(model.init(jax.random.key(0), ids[:, :-1],
                                      jnp.zeros((2,), jnp.int32))["params"])
-  logits = model.apply({"params": params}, ids[:, :-1], jnp.array([1, 2]))
+  logits, _ = model.apply({"params": params}, ids[:, :-1], jnp.array([1, 2]))
   assert logits.shape == (2, 16, 2, 2 ** 4)
   # Zero-initialised heads: uniform predictions, loss log V for any target.
   np.testing.assert_allclose(cross_entropy(logits, ids), math.log(16), rtol=1e-6)
@@ -153,8 +153,8 @@ def test_scan_and_remat_match_unrolled(causal):
           and jax.tree.map(jnp.shape, own) == jax.tree.map(jnp.shape, stacked))
   t = 15 if causal else 16
   toks, labels = random_tokens(plain, t), jnp.array([0, 10])
-  want = plain.apply({"params": params}, toks, labels)
-  got = scanned.apply({"params": stacked}, toks, labels)
+  want, _ = plain.apply({"params": params}, toks, labels)
+  got, _ = scanned.apply({"params": stacked}, toks, labels)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -163,13 +163,13 @@ def test_train_mode_dropout_and_null_labels():
                       resid_dropout=0.0, mlp_dropout=0.0)
   params = init(model)
   toks = random_tokens(model, 15)
-  train = model.apply({"params": params}, toks, jnp.array([1, 2]), train=True,
-                      rngs={"dropout": jax.random.key(0)})
-  null = model.apply({"params": params}, toks, jnp.array([10, 10]))
+  train, _ = model.apply({"params": params}, toks, jnp.array([1, 2]), train=True,
+                         rngs={"dropout": jax.random.key(0)})
+  null, _ = model.apply({"params": params}, toks, jnp.array([10, 10]))
   np.testing.assert_allclose(train, null, atol=1e-6)
   noisy = Transformer(**TINY)
   a, b = (noisy.apply({"params": params}, toks, jnp.array([1, 2]), train=True,
-                      rngs={"dropout": jax.random.key(s)}) for s in (0, 1))
+                      rngs={"dropout": jax.random.key(s)})[0] for s in (0, 1))
   assert np.abs(a - b).max() > 0
 
 
@@ -188,8 +188,8 @@ def test_every_param_has_logical_axes_and_runs_sharded():
   variables = jax.jit(lambda r: sharding.unbox(model.init(r, toks, labels)),
                       out_shardings=shardings)(jax.random.key(0))
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.DEFAULT_RULES):
-    out = jax.jit(model.apply)(variables, toks, labels)
-  np.testing.assert_allclose(out, model.apply(variables, toks, labels),
+    out, _ = jax.jit(model.apply)(variables, toks, labels)
+  np.testing.assert_allclose(out, model.apply(variables, toks, labels)[0],
                              atol=1e-5)
 
 
@@ -251,8 +251,8 @@ def test_jax_attention_impl_matches_einsum(causal):
   toks, labels = random_tokens(einsum, t), jnp.array([0, 10])
 
   def loss(model, p):
-    out = model.apply({"params": p}, toks, labels, train=True,
-                      rngs={"dropout": jax.random.key(3)})
+    out, _ = model.apply({"params": p}, toks, labels, train=True,
+                         rngs={"dropout": jax.random.key(3)})
     return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape))), out
 
   (_, want), want_grads = jax.jit(jax.value_and_grad(
@@ -277,6 +277,7 @@ def test_cross_entropy_weights():
   targets = jnp.zeros((2, 3, 2), jnp.int32)
   per = -jax.nn.log_softmax(logits)[..., 0]
   w = jnp.zeros(targets.shape).at[0, 1].set(1.0)
-  np.testing.assert_allclose(cross_entropy(logits, targets), per.mean(), rtol=1e-6)
+  np.testing.assert_allclose(cross_entropy(logits, targets), per.mean((1, 2)),
+                             rtol=1e-6)  # [B]: each example's mean
   np.testing.assert_allclose(cross_entropy(logits, targets, w),
-                             per[0, 1].mean(), rtol=1e-6)
+                             [per[0, 1].mean(), 0.0], rtol=1e-6)

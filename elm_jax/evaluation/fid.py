@@ -22,6 +22,8 @@ from typing import Mapping
 
 import numpy as np
 
+from elm_jax import atomic_files
+
 STATS_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 
 
@@ -110,18 +112,11 @@ def stats_from_features(pool: np.ndarray, spatial: np.ndarray, source: str,
 
 
 def save_stats(path: str, stats: Mapping[str, np.ndarray]) -> None:
-  """Writes the statistics npz atomically (temp name, then os.replace)."""
+  """Writes the statistics npz atomically (elm_jax.atomic_files)."""
   if not path.endswith(".npz"):
     raise ValueError(f"Statistics path {path!r} must end in .npz.")
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.npz")
-  try:
-    np.savez(tmp, **stats)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  atomic_files.write_npz(path, **stats)
 
 
 def open_npz(path: str, what: str = "") -> "np.lib.npyio.NpzFile":

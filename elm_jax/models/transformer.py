@@ -22,9 +22,11 @@ The residual stream is float32 (as under PyTorch autocast); matmuls run in
 class-label dropout (replace by the null class `num_classes`) draw from the
 'dropout' rng stream when `train=True`.
 
-Attention is split into `Attention.project_qkv` (fused qkv, RoPE),
-`dot_product_attention` (pure) and `Attention.project_out` so a KV-cache
-decoder can slot a cache between the first two.
+Decoding (AR only) goes through the same modules with a KV cache that the
+model owns: `init_cache(batch)`, then `__call__(tokens, labels, cache=cache)`
+feeds the next positions and returns the updated cache (see `__call__`).
+With `scan_layers` the cache is scanned with the layers, one stacked
+[L, B, T, H, D] buffer per k and v.
 """
 
 from typing import Any, Mapping
@@ -34,12 +36,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from elm_jax import platform
 from elm_jax.models import resolve_dtypes
 from elm_jax.models.rope import apply_rope, rope_2d_table
 from elm_jax.tokens import check_split
 
 Dtype = Any
 ACTIVATION_AXES = ("batch", "seq", "embed")
+CACHE_AXES = ("batch", "seq", "heads", None)  # k, v [B, T, H, D]
 
 REMAT_POLICIES = {
     "none": None,  # no rematerialisation
@@ -75,12 +79,8 @@ def _init(axes, std: float | None = 0.02):
 
 
 class TokenDense(nn.Dense):
-  """nn.Dense over x [..., E] as one 2D matmul, one row per token.
-
-  The same parameters and numbers; XLA:CPU turns the weight gradient of a
-  [B,S,E] dense into transposed copies of the [B,S,F] activations (slow
-  strided loops, about a sixth of a B-size train step), which this avoids.
-  """
+  """nn.Dense over x [..., E] as one 2D matmul, one row per token: the same
+  parameters and numbers, used where `platform.token_rows_dense` says so."""
 
   @nn.compact
   def __call__(self, x):
@@ -90,9 +90,10 @@ class TokenDense(nn.Dense):
 
 def _dense(features: int, axes, name: str, dtype: Dtype, param_dtype: Dtype,
            std: float | None = 0.02, use_bias: bool = False) -> nn.Dense:
-  return TokenDense(features, use_bias=use_bias, kernel_init=_init(axes, std),
-                    bias_init=_init((axes[-1],), None), dtype=dtype,
-                    param_dtype=param_dtype, name=name)
+  dense = TokenDense if platform.token_rows_dense() else nn.Dense
+  return dense(features, use_bias=use_bias, kernel_init=_init(axes, std),
+               bias_init=_init((axes[-1],), None), dtype=dtype,
+               param_dtype=param_dtype, name=name)
 
 
 def _embed(rows: int, dim: int, name: str, dtype: Dtype,
@@ -123,8 +124,8 @@ def dot_product_attention(q, k, v, mask=None, *, dropout_rate: float = 0.0,
                           dropout_rng=None, dtype: Dtype = jnp.float32):
   """q [B,S,H,D], k, v [B,T,H,D], mask bool broadcastable to [B,H,S,T].
 
-  The products run head-major ([B,H,S,D]): XLA:CPU computes the forward
-  about 2.5x faster than with the sequence-major einsums at B size.
+  The products run head-major ([B,H,S,D]; benchmarks/README.md, "Platform
+  tuning", has the timings behind the layouts of this module).
   """
   q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # [B,H,S,D]
   out = _attend(q, k, v, mask, dropout_rate, dropout_rng, dtype)
@@ -162,7 +163,7 @@ def single_query_attention(q, cache_k, cache_v, last, *, block: int = 32,
   The cache is read in blocks of `block` positions up to `last` only, with an
   online softmax (running max, normaliser and weighted sum), so a decoding
   step costs in proportion to the prefix, not to T. The reductions are
-  multiply-reduce: XLA:CPU runs B*H tiny batched matmuls ~6x slower.
+  multiply-reduce, not B*H tiny batched matmuls.
   """
   b, t, h, d = cache_k.shape
   block = min(block, t)
@@ -245,18 +246,17 @@ class Attention(nn.Module):
   def project_out(self, o):  # [B,S,H,D] -> [B,S,E]
     return self.out(o.reshape(*o.shape[:2], -1))
 
-  def decode(self, x, rope, cache_k, cache_v, index):
-    """Cached attention for S new positions index..index+S-1 (inference).
+  def decode(self, q, k, v, cache, index):
+    """The new positions index..index+S-1 through this layer's cache.
 
-    x [B,S,E], rope [S,D/2,2], cache_k/v [B,T,H,D] -> (out [B,S,E], cache_k,
-    cache_v) with the new keys/values written at `index` in place.
+    q, k, v [B,S,H,D]; cache {"k", "v"} [B,T,H,D] holding positions
+    0..index-1 -> (attention output [B,S,H,D], cache with k, v written at
+    `index`, in place inside a scan).
     """
-    q, k, v = self.project_qkv(x, rope)
-    cache_k = jax.lax.dynamic_update_slice_in_dim(
-        cache_k, k.astype(cache_k.dtype), index, axis=1)
-    cache_v = jax.lax.dynamic_update_slice_in_dim(
-        cache_v, v.astype(cache_v.dtype), index, axis=1)
-    s = x.shape[1]
+    cache_k, cache_v = (nn.with_logical_constraint(
+        jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=1),
+        CACHE_AXES) for c, new in ((cache["k"], k), (cache["v"], v)))
+    s = q.shape[1]
     if s == 1:  # one query: keys 0..index either way
       o = single_query_attention(q, cache_k, cache_v, index, dtype=self.dtype)
     else:
@@ -264,14 +264,23 @@ class Attention(nn.Module):
       last = index + (jnp.arange(s)[:, None] if self.causal else s - 1)
       mask = jnp.arange(cache_k.shape[1])[None, :] <= last  # [S, T]
       o = dot_product_attention(q, cache_k, cache_v, mask, dtype=self.dtype)
-    return self.project_out(o), cache_k, cache_v
+    return o, {"k": cache_k, "v": cache_v}
 
-  def __call__(self, x, rope, deterministic: bool = True):
+  def __call__(self, x, rope, deterministic: bool = True, cache=None,
+               index=None):
+    """x [B,S,E], rope [S,D/2,2] -> (out [B,S,E], cache).
+
+    cache None: attention over the S positions themselves (training, full
+    forwards), returned cache None. Else see `decode` (inference, no dropout).
+    """
     q, k, v = self.project_qkv(x, rope)
+    if cache is not None:
+      o, cache = self.decode(q, k, v, cache, index)
+      return self.project_out(o), cache
     if self.impl == "jax":  # [B,S,H,D]; the Transformer refuses dropout here
       o = jax.nn.dot_product_attention(q.astype(self.dtype), k.astype(self.dtype),
                                        v.astype(self.dtype), is_causal=self.causal)
-      return self.project_out(o)
+      return self.project_out(o), None
     use_dropout = self.dropout > 0.0 and not deterministic
     drop = dict(dropout_rate=self.dropout if use_dropout else 0.0,
                 dropout_rng=self.make_rng("dropout") if use_dropout else None,
@@ -280,7 +289,7 @@ class Attention(nn.Module):
       o = causal_attention(q, k, v, query_blocks=self.query_blocks, **drop)
     else:
       o = dot_product_attention(q, k, v, **drop)
-    return self.project_out(o)
+    return self.project_out(o), None
 
 
 class FeedForward(nn.Module):
@@ -327,25 +336,19 @@ class Block(nn.Module):
     self.resid_drop = nn.Dropout(self.resid_dropout)
     self.mlp_drop = nn.Dropout(self.mlp_dropout)
 
-  def __call__(self, x, rope, deterministic: bool = True):
-    """x [B,S,E] float32 residual, rope [S,D/2,2] -> (x, None) (scan form)."""
+  def __call__(self, x, rope, deterministic: bool = True, cache=None,
+               index=None):
+    """x [B,S,E] float32 residual, rope [S,D/2,2] -> (x, cache) (scan form).
+
+    cache: this layer's {"k", "v"} for decoding at `index` (Attention).
+    """
     x = _constrain(x)
-    h = self.attention(self.attention_norm(x), rope, deterministic)
+    h, cache = self.attention(self.attention_norm(x), rope, deterministic,
+                              cache, index)
     x = x + self.resid_drop(h, deterministic=deterministic)
     h = self.feed_forward(self.ffn_norm(x))
     x = x + self.mlp_drop(h, deterministic=deterministic)
-    return _constrain(x), None
-
-  def decode(self, x, rope, cache_k, cache_v, index):
-    """Inference with a KV cache (see Attention.decode); no dropout.
-
-    x [B,S,E] -> (x [B,S,E], cache_k, cache_v [B,T,H,D]).
-    """
-    h, cache_k, cache_v = self.attention.decode(
-        self.attention_norm(x), rope, cache_k, cache_v, index)
-    x = x + h
-    x = x + self.feed_forward(self.ffn_norm(x))
-    return x, cache_k, cache_v
+    return _constrain(x), cache
 
 
 class MlmHead(nn.Module):
@@ -373,8 +376,8 @@ class MlmHead(nn.Module):
 class Transformer(nn.Module):
   """ELM's AR (causal) or MLM (bidirectional) transformer; see module doc.
 
-  Build as `Transformer(**config.model)`; call `model.apply(variables, tokens,
-  labels, train=..., mask=...)`.
+  Build with `build_transformer(config.model)`; call `model.apply(variables,
+  tokens, labels, train=..., mask=..., cache=...)` -> (logits, cache).
   """
   num_layers: int = 12
   dim: int = 768
@@ -398,7 +401,7 @@ class Transformer(nn.Module):
   scan_layers: bool = False
   remat: str = "none"
   # AR training attention in this many query blocks, each reading keys up to
-  # its own end (same result; 4 blocks: 27% less attention time on XLA:CPU).
+  # its own end: the same result from (n + 1) / 2n of the score products.
   attention_query_blocks: int = 4
   attention_impl: str = "einsum"  # see ATTENTION_IMPLS
 
@@ -451,12 +454,20 @@ class Transformer(nn.Module):
     if self.remat != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[self.remat],
                        prevent_cse=not self.scan_layers, static_argnums=(3,))
-    block_kw = self.block_kwargs()
+    block_kw = dict(dim=self.dim, num_heads=self.num_heads,
+                    head_dim=self.head_dim, mlp_dim=self.hidden_dim,
+                    causal=self.causal, attn_dropout=self.attn_dropout,
+                    resid_dropout=self.resid_dropout,
+                    mlp_dropout=self.mlp_dropout, norm_eps=self.norm_eps,
+                    attention_query_blocks=self.attention_query_blocks,
+                    attention_impl=self.attention_impl, **kw)
     if self.scan_layers:
       self.layers = nn.scan(
           block, variable_axes={"params": 0},
           split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast, nn.broadcast), length=self.num_layers,
+          # rope, deterministic, the layer's cache (stacked), index
+          in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
+          length=self.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})(**block_kw,
                                                          name="layers")
     else:
@@ -465,16 +476,6 @@ class Transformer(nn.Module):
     self.norm = RMSNorm(self.norm_eps, self.param_dtype)
     self.token_drop = nn.Dropout(self.token_dropout)
 
-  def block_kwargs(self) -> dict:
-    """The arguments of every Block (also used by the KV-cache decoder)."""
-    return dict(dim=self.dim, num_heads=self.num_heads, head_dim=self.head_dim,
-                mlp_dim=self.hidden_dim, causal=self.causal,
-                attn_dropout=self.attn_dropout, resid_dropout=self.resid_dropout,
-                mlp_dropout=self.mlp_dropout, norm_eps=self.norm_eps,
-                attention_query_blocks=self.attention_query_blocks,
-                attention_impl=self.attention_impl,
-                dtype=self.dtype, param_dtype=self.param_dtype)
-
   def layer_params(self, params) -> list:
     """Per-layer Block params, whether stored stacked (scan) or one per layer."""
     if self.scan_layers:
@@ -482,13 +483,27 @@ class Transformer(nn.Module):
               for i in range(self.num_layers)]
     return [params[f"layers_{i}"] for i in range(self.num_layers)]
 
-  def rope_table(self):
-    """[1 + grid^2, D/2, 2]: the zero-rotation class row, then every cell."""
-    return jnp.asarray(rope_2d_table(self.grid_size, self.head_dim,
-                                     self.rope_base))
+  def init_cache(self, batch: int) -> dict:
+    """An empty KV cache for decoding `batch` rows (AR; no params needed).
 
-  def embed_class(self, labels):  # [B] -> [B,1,E] float32
-    return self.class_embed(labels)[:, None].astype(jnp.float32)
+    {"index": int32 [] (positions written), "layers": one {"k", "v"} per
+    layer, each [B, T, H, D] zeros in `dtype`, T = grid^2 (the class token
+    and all but the last cell); with scan_layers a single {"k", "v"} of
+    stacked [L, B, T, H, D] buffers}. Sharded like the activations when
+    logical axis rules are active.
+    """
+    shape = (batch, self.grid_size ** 2, self.num_heads, self.head_dim)
+
+    def zeros(lead=(), lead_axes=()):
+      return nn.with_logical_constraint(jnp.zeros(lead + shape, self.dtype),
+                                        lead_axes + CACHE_AXES)
+    if self.scan_layers:
+      layers = {"k": zeros((self.num_layers,), ("layers",)),
+                "v": zeros((self.num_layers,), ("layers",))}
+    else:
+      layers = tuple({"k": zeros(), "v": zeros()}
+                     for _ in range(self.num_layers))
+    return {"index": jnp.zeros((), jnp.int32), "layers": layers}
 
   def embed_cells(self, tokens):
     """AR cell inputs: tokens [B,T,N] -> [B,T,E] float32 (no class token)."""
@@ -496,10 +511,6 @@ class Transformer(nn.Module):
     emb = [self.tok_embed[i](tokens[..., i]) for i in range(n)]  # N x [B,T,E]
     x = self.proj(jnp.concatenate(emb, -1)) if n > 1 else emb[0]
     return x.astype(jnp.float32)
-
-  def head(self, x):
-    """Final RMSNorm and the logits: x [B,S,E] residual -> see `logits`."""
-    return self.logits(self.norm(x).astype(jnp.float32))
 
   def _rope(self, cells: int):
     """[cells + 1, D/2, 2]: the zero class row, then the first cells cells."""
@@ -529,14 +540,20 @@ class Transformer(nn.Module):
     x = self.token_drop(x, deterministic=deterministic)
     return x.astype(jnp.float32), rope
 
-  def backbone(self, x, rope, deterministic: bool = True):
-    """The blocks and the final RMSNorm: [B,S,E] -> [B,S,E] float32."""
+  def backbone(self, x, rope, deterministic: bool = True, cache=None,
+               index=None):
+    """The blocks and the final RMSNorm: [B,S,E] -> ([B,S,E] float32, the
+    layers' updated caches or None)."""
     if self.scan_layers:
-      x, _ = self.layers(x, rope, deterministic)
+      x, cache = self.layers(x, rope, deterministic, cache, index)
     else:
-      for layer in self.layers:
-        x, _ = layer(x, rope, deterministic)
-    return self.norm(x).astype(jnp.float32)
+      new = []
+      for i, layer in enumerate(self.layers):
+        x, layer_cache = layer(x, rope, deterministic,
+                               None if cache is None else cache[i], index)
+        new.append(layer_cache)
+      cache = None if cache is None else tuple(new)
+    return self.norm(x).astype(jnp.float32), cache
 
   def logits(self, h):
     """h [B,S,E] -> AR [B,S,N,V]; MLM [B,S/N - 1,N,V] (class slots dropped)."""
@@ -546,14 +563,25 @@ class Transformer(nn.Module):
     full = self.mlm_head(h, self.tok_embed.embedding)  # [B,S,V+1]
     return full[:, n:, :v].reshape(h.shape[0], -1, n, v)
 
-  def __call__(self, tokens, labels, *, train: bool = False, mask=None):
-    """Logits float32 [B, L, N, V].
+  def __call__(self, tokens, labels, *, train: bool = False, mask=None,
+               cache=None):
+    """-> (logits float32 [B, L, N, V], cache).
 
+    Without a cache (training, full forwards; the returned cache is None):
     AR: tokens [B, T, N] are cells 0..T-1 (T <= grid^2 - 1; training feeds
     all but the last cell), logits [B, T+1, N, V], position s predicting cell
     s. MLM: tokens [B, L, N] with mask_id at masked slots, or `mask` [B, L, N]
     bool marking slots to replace by mask_id; logits [B, L, N, V].
+
+    With a cache (AR decoding, from `init_cache`): the new positions follow
+    the cache's. `labels` given: the sequence starts here (empty cache), the
+    class token first, then tokens [B, T, N] (T may be 0, or tokens None).
+    `labels` None: tokens [B, S, N] continue it. Logits [B, S', N, V] for the
+    S' new positions (each predicting the next cell); the returned cache
+    holds them too.
     """
+    if cache is not None:
+      return self._decode(tokens, labels, cache)
     if mask is not None:
       tokens = jnp.where(mask, self.mask_id, tokens)
     if train and self.class_dropout > 0.0:
@@ -561,13 +589,33 @@ class Transformer(nn.Module):
                                   labels.shape)
       labels = jnp.where(drop, self.num_classes, labels)
     x, rope = self.embed(tokens, labels, deterministic=not train)
-    return self.logits(self.backbone(x, rope, deterministic=not train))
+    h, _ = self.backbone(x, rope, deterministic=not train)
+    return self.logits(h), None
+
+  def _decode(self, tokens, labels, cache):
+    """The cached forward of `__call__`."""
+    if not self.causal:
+      raise ValueError("An MLM (causal=False) model has no KV cache; decode "
+                       "it with sampling.masked.")
+    parts = []
+    if labels is not None:
+      parts.append(self.class_embed(labels)[:, None].astype(jnp.float32))
+    if tokens is not None and tokens.shape[1]:
+      parts.append(self.embed_cells(tokens))
+    x = jnp.concatenate(parts, axis=1)  # [B,S,E]
+    index = cache["index"]
+    rope = jax.lax.dynamic_slice_in_dim(self._rope(self.grid_size ** 2 - 1),
+                                        index, x.shape[1])  # [S,D/2,2]
+    h, layers = self.backbone(x, rope, True, cache["layers"], index)
+    return self.logits(h), {"index": index + x.shape[1], "layers": layers}
 
 
 def cross_entropy(logits, targets, weights=None, label_smoothing: float = 0.0):
-  """Mean cross-entropy over sub-tokens: logits [..., V], int targets [...].
+  """Each example's mean cross-entropy over its sub-tokens.
 
-  weights (same shape as targets, e.g. the MLM mask) restrict the mean.
+  logits [B, ..., V], int targets [B, ...] -> [B]. weights (shaped like
+  targets, e.g. the MLM mask) restrict each example's mean to the weighted
+  sub-tokens.
   """
   logits = logits.astype(jnp.float32)
   if label_smoothing:
@@ -576,23 +624,25 @@ def cross_entropy(logits, targets, weights=None, label_smoothing: float = 0.0):
     losses = optax.softmax_cross_entropy(logits, soft)
   else:
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  axes = tuple(range(1, losses.ndim))
   if weights is None:
-    return losses.mean()
+    return losses.mean(axes)
   weights = weights.astype(jnp.float32)
-  return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+  return (losses * weights).sum(axes) / jnp.maximum(weights.sum(axes), 1.0)
 
 
 def next_token_loss(model: "Transformer", params, ids, labels, rng,
                     train: bool):
-  """AR objective. ids [B, L, n] -> (mean loss per sub-token, {"accuracy"}).
+  """AR objective. ids [B, L, n] -> (loss [B], {"accuracy": [B]}), each
+  example's mean over its L * n sub-tokens.
 
   Input [cls, t0 .. t_{L-2}] predicts t0 .. t_{L-1}; the sub-codes of a
   position are predicted independently from the same context.
   """
-  logits = model.apply({"params": params}, ids[:, :-1], labels, train=train,
-                       rngs={"dropout": rng})  # [B, L, n, V]
+  logits, _ = model.apply({"params": params}, ids[:, :-1], labels, train=train,
+                          rngs={"dropout": rng})  # [B, L, n, V]
   loss = cross_entropy(logits, ids)
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == ids)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == ids, axis=(1, 2))
   return loss, {"accuracy": accuracy}
 
 

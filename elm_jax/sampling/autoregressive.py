@@ -1,12 +1,12 @@
 """The AR sampler: one XLA program that decodes a whole grid with a KV cache.
 
-`sample(model, params, labels, rng, settings)` is pure: the class token and
-then every cell are fed one position at a time through `lax.scan` over the
-grid^2 positions, carrying the KV cache and the last sampled cell. Step t
-feeds position t (t = 0: the class token; else cell t-1) and draws all N
-sub-codes of cell t at once from guided, temperature-scaled, top-k/top-p
-filtered logits. With guidance the conditional and the unconditional (null
-class) sequences form one batch of 2B.
+`sample(model, params, labels, rng, settings)` is pure. The class token goes
+through the model first (filling position 0 of the model's cache and giving
+the logits of cell 0); then `lax.scan` over steps 1..grid^2-1 feeds the cell
+sampled last and draws cell t, carrying the cache. Every step draws all N
+sub-codes of its cell at once from guided, temperature-scaled, top-k/top-p
+filtered logits, with fold_in(rng, t). With guidance the conditional and the
+unconditional (null class) sequences form one batch of 2B.
 """
 
 from typing import Any
@@ -14,8 +14,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from elm_jax import platform
 from elm_jax.models.transformer import Transformer
-from elm_jax.sampling import guidance, kv_cache
+from elm_jax.sampling import guidance
 from elm_jax.sampling.logits_filter import filter_logits, sample_logits
 from elm_jax.sampling.settings import SamplerSettings
 
@@ -31,68 +32,48 @@ def sample(model: Transformer, params: Any, labels, rng,
   if not model.causal:
     raise ValueError("sampling.autoregressive needs a causal (AR) model; use "
                      "sampling.masked for MLM.")
-  b = labels.shape[0]
-  n, length = model.num_subcodes, kv_cache.cache_length(model)
-  guided = settings.guided
+  length, guided = model.grid_size ** 2, settings.guided
   batch_labels = guidance.with_null_labels(labels, model.num_classes, guided)
-  cls = model.apply({"params": params}, batch_labels,
-                    method=Transformer.embed_class)  # [B',1,E]
-  layer_params = model.layer_params(params)
-  cache = kv_cache.init_cache(model, batch_labels.shape[0])
+
+  def draw(raw, t):  # raw [B',N,V] -> cell t [B,N]
+    logits = guidance.guide(raw, settings, t, length)
+    logits = filter_logits(logits, settings.temperature, settings.top_k,
+                           settings.top_p)
+    return sample_logits(jax.random.fold_in(rng, t), logits)
+
+  logits, cache = model.apply({"params": params}, None, batch_labels,
+                              cache=model.init_cache(batch_labels.shape[0]))
+  first_raw = logits[:, 0]  # [B',N,V]
+  first = draw(first_raw, 0)
 
   def step(carry, t):
-    cache, prev = carry  # prev [B,1,N]: the cell sampled at step t-1
-    cells = model.apply({"params": params}, guidance.double(prev, guided),
-                        method=Transformer.embed_cells)  # [B',1,E]
-    x = jnp.where(t == 0, cls, cells)
-    logits, cache = kv_cache.cached_forward(model, params, layer_params, x,
-                                            cache, t)
+    cache, prev = carry  # prev [B,N]: cell t-1
+    logits, cache = model.apply({"params": params},
+                                guidance.double(prev[:, None], guided), None,
+                                cache=cache)
     raw = logits[:, 0]  # [B',N,V]
-    guided_logits = guidance.guide(raw, settings, t, length)
-    filtered = filter_logits(guided_logits, settings.temperature,
-                             settings.top_k, settings.top_p)
-    cell = sample_logits(jax.random.fold_in(rng, t), filtered)  # [B,N]
-    out = (cell, raw) if return_logits else cell
-    return (cache, cell[:, None]), out
+    cell = draw(raw, t)
+    return (cache, cell), ((cell, raw) if return_logits else cell)
 
-  init = (cache, jnp.zeros((b, 1, n), jnp.int32))
-  _, out = jax.lax.scan(step, init, jnp.arange(length))
+  _, out = jax.lax.scan(step, (cache, first), jnp.arange(1, length))
   if return_logits:
-    cells, logits = out
-    return cells.transpose(1, 0, 2), logits.transpose(1, 0, 2, 3)
-  return out.transpose(1, 0, 2)  # [L,B,N] -> [B,L,N]
-
-
-# XLA:CPU hands dots to YNNPACK by default. At the few rows of a decoding step
-# its kernels ran slower than XLA's Eigen dots on our 2-core CPU: the B-size
-# weight matmuls alone (benchmarks/sampler.py, table `cpu_dots`, recorded in
-# benchmarks/results/sampler_cpu.json) took 53.7 vs 38.5 ms at 16 rows, 38.1
-# vs 27.5 at 8, 82.9 vs 64.6 at 32; YNNPACK was ahead at 2 rows and from 64
-# rows on, as on the large matmuls of training.
-EIGEN_DOT_ROWS = (4, 32)
-EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}  # YNNPACK off
-
-
-def compiler_options(rows_per_device: int, platform: str) -> dict:
-  """XLA options for the decoding program: Eigen dots on CPU when each
-  device decodes EIGEN_DOT_ROWS rows (batch, doubled with guidance)."""
-  low, high = EIGEN_DOT_ROWS
-  if platform == "cpu" and low <= rows_per_device <= high:
-    return dict(EIGEN_DOTS)
-  return {}
+    cells, raws = out  # [L-1,B,N], [L-1,B',N,V]
+    cells = jnp.concatenate([first[None], cells])
+    raws = jnp.concatenate([first_raw[None], raws])
+    return cells.transpose(1, 0, 2), raws.transpose(1, 0, 2, 3)
+  return jnp.concatenate([first[None], out]).transpose(1, 0, 2)  # [B,L,N]
 
 
 def jit_sampler(model: Transformer, settings: SamplerSettings,
                 batch: int | None = None, **jit_kwargs):
   """jax.jit(sample) for one model and setting: fn(params, labels, rng).
 
-  batch: the global batch it will run, if known; on CPU it selects the dot
-  kernels for that many rows per device (`compiler_options`).
+  batch: the global batch it will run, if known; it selects the compiler
+  options for that many rows per device (`platform.decode_compiler_options`).
   """
   def fn(params, labels, rng):
     return sample(model, params, labels, rng, settings)
   if batch is not None and "compiler_options" not in jit_kwargs:
     rows = batch * (2 if settings.guided else 1) // jax.device_count()
-    jit_kwargs["compiler_options"] = compiler_options(
-        rows, jax.default_backend())
+    jit_kwargs["compiler_options"] = platform.decode_compiler_options(rows)
   return jax.jit(fn, **jit_kwargs)

@@ -38,8 +38,8 @@ def sample(model: Transformer, params: Any, labels, rng,
 
   def step(carry, t):
     tokens, masked = carry  # [B,L,N], [B,L] bool
-    logits = model.apply({"params": params}, guidance.double(tokens, guided),
-                         batch_labels)  # [B',L,N,V]
+    logits, _ = model.apply({"params": params}, guidance.double(tokens, guided),
+                            batch_labels)  # [B',L,N,V]
     logits = guidance.guide(logits, settings, t, steps)
     logits = filter_logits(logits, settings.temperature, settings.top_k,
                            settings.top_p)

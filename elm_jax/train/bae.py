@@ -8,6 +8,9 @@ differentiated once: the two losses' gradients w.r.t. the reconstruction are
 combined first and pulled back through a single VJP; the gradients w.r.t. W
 needed for lambda come from the last conv alone.
 Discriminator loss = [step >= disc_start] * hinge(D(x), D(sg(x_hat))).
+`train_step` composes the pieces: `_forward`, `_recon_loss`,
+`_gan_generator_loss`, `_adaptive_gan_weight`, `_discriminator_step`,
+`_autoencoder_step`.
 """
 
 import os
@@ -18,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from elm_jax import sharding
 from elm_jax.data import pipeline
@@ -26,7 +30,7 @@ from elm_jax.evaluation import fid, inception, recon
 from elm_jax.models import discriminator as disc_lib
 from elm_jax.models.bae import build_autoencoder
 from elm_jax.models.perceptual import LPIPS, load_lpips_params
-from elm_jax.train import optim
+from elm_jax.train import eval_means, optim
 from elm_jax.train.state import TrainState
 
 def to_unit(images: jax.Array) -> jax.Array:
@@ -111,6 +115,7 @@ class TokenizerStage:
 
   # ---------------------------------------------------------------- losses
   def _recon_loss(self, images, x_hat, frozen):
+    """Pixel + perceptual loss of the batch (a mean) and its parts."""
     diff = images - x_hat
     pixel = (jnp.mean(jnp.abs(diff)) if self.loss.pixel == "l1"
              else jnp.mean(jnp.square(diff)))
@@ -121,74 +126,90 @@ class TokenizerStage:
     total = self.loss.pixel_weight * pixel + self.loss.perceptual_weight * perceptual
     return total, {"pixel": pixel, "lpips": perceptual}
 
+  def _forward(self, ae_params, images, rng):
+    """The autoencoder in train mode, for jax.vjp: -> ((x_hat, quantizer
+    loss), (quantizer output, the decoder's last conv input))."""
+    (x_hat, q), inter = self.model.apply(
+        {"params": ae_params}, images, train=True, rngs={"quantize": rng},
+        mutable=["intermediates"])
+    last_in = inter["intermediates"]["decoder"]["conv_out_input"][0]
+    return (x_hat, q.loss), (q, last_in)
+
+  def _gan_generator_loss(self, disc_vars, x_hat):
+    """-mean D(x_hat) and its gradient w.r.t. x_hat."""
+    def loss(x):
+      logits, _ = self.disc.apply(disc_vars, x, train=True, mutable=["batch_stats"])
+      return disc_lib.generator_loss(logits)
+    return jax.value_and_grad(loss)(x_hat)
+
+  def _adaptive_gan_weight(self, ae_params, last_in, g_rec, g_gan):
+    """VQGAN's lambda = ||dL_rec/dW|| / ||dL_gan/dW|| (clamped), W the
+    decoder's last conv kernel, from that conv alone."""
+    kernel = ae_params["decoder"]["conv_out"]["kernel"]
+    return disc_lib.adaptive_weight(conv_kernel_grad(last_in, kernel, g_rec),
+                                    conv_kernel_grad(last_in, kernel, g_gan),
+                                    self.loss.adaptive_max)
+
+  def _discriminator_step(self, disc_params, disc_opt, batch_stats, images,
+                          x_hat, on):
+    """One hinge-loss update of the discriminator on real | sg(fake) ->
+    (params, optimizer state, batch stats, metrics)."""
+    def loss(dp):
+      both = jnp.concatenate([images, jax.lax.stop_gradient(x_hat)])
+      logits, new = self.disc.apply({"params": dp, "batch_stats": batch_stats},
+                                    both, train=True, mutable=["batch_stats"])
+      real, fake = jnp.split(logits, 2)
+      return on * disc_lib.hinge_d_loss(real, fake), (new["batch_stats"], real, fake)
+
+    (d_loss, (stats, real, fake)), grads = jax.value_and_grad(
+        loss, has_aux=True)(disc_params)
+    updates, disc_opt = self.tx_disc.update(grads, disc_opt, disc_params)
+    metrics = {"loss/disc": d_loss, "gan/logits_real": jnp.mean(real),
+               "gan/logits_fake": jnp.mean(fake)}
+    return optax.apply_updates(disc_params, updates), disc_opt, stats, metrics
+
+  def _autoencoder_step(self, ae_params, ae_opt, grads):
+    """One optimizer update of the autoencoder -> (params, optimizer state)."""
+    updates, ae_opt = self.tx_ae.update(grads, ae_opt, ae_params)
+    return optax.apply_updates(ae_params, updates), ae_opt
+
   def train_step(self, state: TrainState, batch: dict, frozen: Any
                  ) -> tuple[TrainState, dict]:
+    """The autoencoder is differentiated once: the reconstruction and GAN
+    losses' gradients w.r.t. x_hat are combined, then pulled back."""
     images = to_unit(batch["image"])  # [B, H, W, 3]
     r_q, _ = jax.random.split(state.step_rng())
-
-    def forward(ae_params):
-      (x_hat, q), inter = self.model.apply(
-          {"params": ae_params}, images, train=True, rngs={"quantize": r_q},
-          mutable=["intermediates"])
-      last_in = inter["intermediates"]["decoder"]["conv_out_input"][0]
-      return (x_hat, q.loss), (q, last_in)
-
     (x_hat, q_loss), pullback, (q, last_in) = jax.vjp(
-        forward, state.params["ae"], has_aux=True)
+        lambda p: self._forward(p, images, r_q), state.params["ae"], has_aux=True)
     (rec, rec_parts), g_rec = jax.value_and_grad(
         self._recon_loss, argnums=1, has_aux=True)(images, x_hat, frozen)
     m = {"loss/rec": rec, "loss/quantizer": q_loss,
          **{f"loss/{k}": v for k, v in rec_parts.items()},
          **{f"quantizer/{k}": v for k, v in q.metrics.items()}}
-    params, opt_state, model_state = dict(state.params), dict(state.opt_state), dict(state.model_state)
-    cotangent = g_rec
-    total = rec + q_loss
+    params, opt_state = dict(state.params), dict(state.opt_state)
+    model_state = dict(state.model_state)
+    cotangent, total = g_rec, rec + q_loss
     if self.use_gan:
       on = (state.step >= self.loss.disc_start).astype(jnp.float32)
-      disc_vars = {"params": params["disc"], "batch_stats": model_state["disc"]}
-
-      def gen_loss(x):
-        logits, _ = self.disc.apply(disc_vars, x, train=True,
-                                    mutable=["batch_stats"])
-        return disc_lib.generator_loss(logits)
-
-      g_loss, g_gan = jax.value_and_grad(gen_loss)(x_hat)
-      kernel = params["ae"]["decoder"]["conv_out"]["kernel"]
-      lam = disc_lib.adaptive_weight(
-          conv_kernel_grad(last_in, kernel, g_rec),
-          conv_kernel_grad(last_in, kernel, g_gan), self.loss.adaptive_max)
+      g_loss, g_gan = self._gan_generator_loss(
+          {"params": params["disc"], "batch_stats": model_state["disc"]}, x_hat)
+      lam = self._adaptive_gan_weight(params["ae"], last_in, g_rec, g_gan)
       weight = on * self.loss.gan_weight * lam
-      cotangent = g_rec + weight * g_gan
-      total = total + weight * g_loss
-
-      def disc_loss(dp):
-        both = jnp.concatenate([images, jax.lax.stop_gradient(x_hat)])
-        logits, new = self.disc.apply(
-            {"params": dp, "batch_stats": model_state["disc"]}, both,
-            train=True, mutable=["batch_stats"])
-        real, fake = jnp.split(logits, 2)
-        return on * disc_lib.hinge_d_loss(real, fake), (new["batch_stats"], real, fake)
-
-      (d_loss, (stats, real, fake)), d_grads = jax.value_and_grad(
-          disc_loss, has_aux=True)(params["disc"])
-      updates, opt_state["disc"] = self.tx_disc.update(
-          d_grads, opt_state["disc"], params["disc"])
-      params["disc"] = jax.tree.map(jnp.add, params["disc"], updates)
-      model_state["disc"] = stats
-      m.update({"loss/gan_generator": g_loss, "loss/disc": d_loss,
-                "gan/adaptive_weight": lam, "gan/logits_real": jnp.mean(real),
-                "gan/logits_fake": jnp.mean(fake)})
+      cotangent, total = g_rec + weight * g_gan, total + weight * g_loss
+      (params["disc"], opt_state["disc"], model_state["disc"],
+       d_metrics) = self._discriminator_step(params["disc"], opt_state["disc"],
+                                             model_state["disc"], images, x_hat, on)
+      m.update({"loss/gan_generator": g_loss, "gan/adaptive_weight": lam,
+                **d_metrics})
 
     (ae_grads,) = pullback((cotangent, jnp.ones((), jnp.float32)))
-    updates, opt_state["ae"] = self.tx_ae.update(ae_grads, opt_state["ae"],
-                                                 params["ae"])
-    params["ae"] = jax.tree.map(jnp.add, params["ae"], updates)
+    params["ae"], opt_state["ae"] = self._autoencoder_step(
+        params["ae"], opt_state["ae"], ae_grads)
     ema = optim.ema_update(state.ema_params, params["ae"], state.step,
                            self.config.ema.decay, self.config.ema.every)
     m.update({"loss/total": total,
               "psnr": jnp.mean(recon.psnr(images, jnp.clip(x_hat, 0, 1))),
-              "grad_norm": jax.numpy.sqrt(sum(jnp.sum(jnp.square(g)) for g in
-                                              jax.tree.leaves(ae_grads)))})
+              "grad_norm": optax.tree.norm(ae_grads)})
     if q.bits is not None:
       stats = recon.BitStats.from_bits(q.bits)
       m["code_usage"], m["bit_entropy"] = stats.usage(), stats.mean_entropy()
@@ -205,26 +226,26 @@ class TokenizerStage:
     mask = batch["mask"]  # [B]
     x_hat, q = self.model.apply({"params": ae_params}, images, train=False)
     x_hat = jnp.clip(x_hat, 0.0, 1.0)
-    sums = {"psnr": jnp.sum(mask * recon.psnr(images, x_hat)),
-            "ssim": jnp.sum(mask * recon.ssim(images, x_hat)),
-            "count": jnp.sum(mask)}
+    per_example = {"psnr": recon.psnr(images, x_hat),
+                   "ssim": recon.ssim(images, x_hat)}
     if self.eval_lpips:
-      sums["lpips"] = jnp.sum(mask * self.lpips.apply(
-          {"params": frozen["lpips"]}, images, x_hat))
+      per_example["lpips"] = self.lpips.apply({"params": frozen["lpips"]},
+                                              images, x_hat)
     stats = (recon.BitStats.from_bits(q.bits, mask) if q.bits is not None else
              recon.CodeStats.from_ids(q.ids, self.model.codebook_size, mask))
-    return sums, stats, x_hat
+    return eval_means.masked_sums(per_example, mask), stats, x_hat
 
   def evaluate(self, state, frozen, batches, mesh):
     params = state.ema_params if self.config.eval.use_ema else state.params["ae"]
     step = jax.jit(self._eval_step)
-    total, stats, first = None, None, None
+    totals, stats, first = eval_means.Totals(), None, None
     if "inception" in frozen:  # rFID: reconstructions vs inputs
       real = inception_extractor.FeatureExtractor(frozen["inception"], mesh)
       fake = inception_extractor.FeatureExtractor(frozen["inception"], mesh)
     for local in batches:
       batch = sharding.global_batch(local, mesh)
       sums, batch_stats, x_hat = step(params, batch, frozen)
+      totals.add(sums)
       if "inception" in frozen:
         real.add(batch["image"], batch["mask"])
         fake.add(to_uint8(x_hat), batch["mask"])
@@ -232,21 +253,16 @@ class TokenizerStage:
         n = min(8, x_hat.shape[0])
         first = np.concatenate([np.asarray(batch["image"][:n]),
                                 np.asarray(to_uint8(x_hat[:n]))], axis=2)
-        total, stats = sums, batch_stats
+        stats = batch_stats
       else:
-        total = jax.tree.map(jnp.add, total, sums)
         stats = stats.merge(batch_stats)
-    total = jax.device_get(total)
-    count = float(total.pop("count"))
-    pipeline.check_eval_count(count, self.config.data)
-    out = {k: float(v) / count for k, v in total.items()}
+    out = totals.means(self.config.data)
     out["code_usage"] = float(stats.usage())
     if isinstance(stats, recon.BitStats):
       out["bit_entropy"] = float(stats.mean_entropy())
       out["bit_entropy_min"] = float(jnp.min(stats.entropy()))
     else:
       out["code_entropy"] = float(stats.entropy())
-    out["examples"] = count
     if "inception" in frozen:
       r, f = real.stats("inputs"), fake.stats("reconstructions")
       out["rfid"] = fid.frechet_distance(f["mu"], f["sigma"], r["mu"], r["sigma"],

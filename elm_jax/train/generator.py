@@ -5,7 +5,8 @@ tokenizer turns them into sub-code ids inside the jitted step; or, with
 config.data.tokens set, batches carry the bit probabilities that
 `elm_jax.tokenize` stored. Either way the bits are drawn from the Bernoulli
 probabilities every time (ELM's augmentation). A subclass supplies
-`loss(params, ids, labels, rng, train) -> (loss, aux)`.
+`loss(params, ids, labels, rng, train) -> (loss [B], aux {name: [B]})`,
+per-example values: training takes their means, evaluation their masked sums.
 """
 
 import os
@@ -22,7 +23,7 @@ from elm_jax import sharding
 from elm_jax.config_error import ConfigError
 from elm_jax.data import pipeline, token_pipeline
 from elm_jax.models.transformer import build_transformer
-from elm_jax.train import frozen_tokenizer, optim
+from elm_jax.train import eval_means, frozen_tokenizer, optim
 from elm_jax.train.state import TrainState
 
 
@@ -155,8 +156,12 @@ class GeneratorStage:
     r_tok, r_loss = jax.random.split(state.step_rng())
     ids = self.tokenize(frozen, batch,
                         r_tok if self.config.tokenizer.bernoulli else None)
-    (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(
-        state.params, ids, batch["label"], r_loss, True)
+
+    def objective(params):
+      loss, aux = self.loss(params, ids, batch["label"], r_loss, True)
+      return loss.mean(), jax.tree.map(jnp.mean, aux)
+
+    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = optim.ema_update(state.ema_params, params, state.step,
@@ -169,25 +174,16 @@ class GeneratorStage:
 
   def _eval_step(self, params, batch, frozen):
     ids = self.tokenize(frozen, batch, None)
-    mask = batch["mask"]
-    loss, aux = jax.vmap(
-        lambda i, l, r: self.loss(params, i[None], l[None], r, False),
-    )(ids, batch["label"], jax.random.split(jax.random.PRNGKey(0), ids.shape[0]))
-    sums = {"loss": jnp.sum(mask * loss), "count": jnp.sum(mask)}
-    sums.update({k: jnp.sum(mask * v) for k, v in aux.items()})
-    return sums
+    loss, aux = self.loss(params, ids, batch["label"], jax.random.PRNGKey(0),
+                          False)
+    return eval_means.masked_sums({"loss": loss, **aux}, batch["mask"])
 
   def evaluate(self, state, frozen, batches, mesh):
     params = state.ema_params if self.config.eval.use_ema else state.params
     step = jax.jit(self._eval_step)
-    total = None
+    totals = eval_means.Totals()
     for local in batches:
-      sums = step(params, sharding.global_batch(local, mesh), frozen)
-      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    total = jax.device_get(total)
-    count = float(total.pop("count"))
-    pipeline.check_eval_count(count, self.config.data)
-    out = {k: float(v) / count for k, v in total.items()}
+      totals.add(step(params, sharding.global_batch(local, mesh), frozen))
+    out = totals.means(self.config.data)
     out["perplexity"] = float(np.exp(out["loss"]))
-    out["examples"] = count
     return out, {}

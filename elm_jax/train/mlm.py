@@ -34,15 +34,26 @@ class MLMStage(GeneratorStage):
   causal = False
 
   def loss(self, params, ids, labels, rng, train: bool):
-    """ids [B, L, n] -> (mean loss over masked sub-tokens, {"accuracy", "masked"})."""
-    r_mask, r_drop = jax.random.split(rng)
+    """ids [B, L, n] -> (loss [B], {"accuracy": [B], "masked": [B]}): each
+    example's mean over its masked sub-tokens.
+
+    Training masks the batch at one schedule step; evaluation draws a step
+    for every example from its own key, so one pass covers the schedule.
+    """
     b, length, n = ids.shape
-    mask = random_mask(r_mask, b, length, self.config.mlm.schedule_steps)
+    steps = self.config.mlm.schedule_steps
+    if train:
+      r_mask, r_drop = jax.random.split(rng)
+      mask = random_mask(r_mask, b, length, steps)  # [B, L]
+    else:
+      r_drop = rng  # no dropout at evaluation
+      mask = jax.vmap(lambda r: random_mask(jax.random.split(r)[0], 1, length,
+                                            steps)[0])(jax.random.split(rng, b))
     mask = jnp.broadcast_to(mask[..., None], ids.shape)  # [B, L, n]
-    logits = self.model.apply({"params": params}, ids, labels, train=train,
-                              mask=mask, rngs={"dropout": r_drop})  # [B, L, n, V]
+    logits, _ = self.model.apply({"params": params}, ids, labels, train=train,
+                                 mask=mask, rngs={"dropout": r_drop})  # [B, L, n, V]
     loss = cross_entropy(logits, ids, weights=mask,
                          label_smoothing=self.config.mlm.label_smoothing)
     hits = (jnp.argmax(logits, -1) == ids) & mask
-    accuracy = hits.sum() / jnp.maximum(mask.sum(), 1)
-    return loss, {"accuracy": accuracy, "masked": mask.mean()}
+    accuracy = hits.sum((1, 2)) / jnp.maximum(mask.sum((1, 2)), 1)
+    return loss, {"accuracy": accuracy, "masked": mask.mean((1, 2))}
