@@ -11,10 +11,11 @@ equal n*k), `tiny` or `imagenet`. A size or split given here wins over the
 variant's.
 """
 
-from elm_jax.configs_lib import GENERATOR_ARGS, generator_config
+from elm_jax.configs_lib import sibling
 
-ARGS = GENERATOR_ARGS  # the arguments above, with their defaults
+common = sibling(__file__, "common")
+ARGS = common.GENERATOR_ARGS  # the arguments above, with their defaults
 
 
 def get_config(arg=None):
-  return generator_config("mlm", arg)
+  return common.generator_config("mlm", arg)

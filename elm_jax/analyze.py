@@ -39,7 +39,7 @@ from elm_jax import atomic_files, checkpointing, metrics, tokens  # noqa: E402
 from elm_jax.bad_input import exit_on_bad_input, parse_flags  # noqa: E402
 from elm_jax.data import pipeline  # noqa: E402
 from elm_jax.evaluation import analysis  # noqa: E402
-from elm_jax.main import make_stage  # noqa: E402
+from elm_jax.train.stages import make_stage  # noqa: E402
 from elm_jax.train import frozen_tokenizer  # noqa: E402
 
 COMMANDS = ("token-randomness", "attention")

@@ -19,7 +19,6 @@ step does not fit. The mesh and sharding rules come from the config
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -33,15 +32,13 @@ from absl import app, flags
 from jax.experimental import topologies
 from ml_collections import config_flags
 
-from elm_jax import atomic_files, checkpointing, configs_lib, sharding
+from elm_jax import atomic_files, checkpointing, configs_lib, generator_config, sharding
 from elm_jax.bad_input import parse_flags
 from elm_jax.models.bae import build_autoencoder
 from elm_jax.sampling.autoregressive import jit_sampler
 from elm_jax.sampling.settings import SamplerSettings
-from elm_jax.train.ar import ARStage
-from elm_jax.train.bae import TokenizerStage
+from elm_jax.train import stages
 from elm_jax.train.frozen_tokenizer import FrozenTokenizer
-from elm_jax.train.mlm import MLMStage
 
 GIB = 2 ** 30
 # Per-chip HBM (GiB) and TensorCores per chip (the "-N" of v4-N / v5p-N counts
@@ -122,11 +119,7 @@ def _tokenizer_config(config, bits: int):
     out = ml_collections.ConfigDict(ckpt.restore_config())
     ckpt.close()
     return out
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "configs", "bae.py")
-  spec = importlib.util.spec_from_file_location("bae_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = configs_lib.load_module(os.path.join(configs_lib.CONFIGS_DIR, "bae.py"))
   variant = {256: "imagenet", 32: "fmnist"}.get(config.data.image_size)
   if variant is None:
     raise ValueError(f"config.data.image_size={config.data.image_size}: no "
@@ -136,7 +129,8 @@ def _tokenizer_config(config, bits: int):
 
 def abstract_tokenizer(config):
   """A FrozenTokenizer whose params are ShapeDtypeStructs (no weights read)."""
-  bits = config.model.num_subcodes * config.subcode_bits
+  n, k = generator_config.split_of(config)
+  bits = n * k
   tok_config = _tokenizer_config(config, bits)
   model = build_autoencoder(tok_config.model)
   size = tok_config.data.image_size
@@ -148,13 +142,9 @@ def abstract_tokenizer(config):
 
 
 def make_stage(config):
-  if config.stage == "ar":
-    return ARStage(config, abstract_tokenizer(config))
-  if config.stage == "mlm":
-    return MLMStage(config, abstract_tokenizer(config))
-  if config.stage == "bae":
-    return TokenizerStage(config)
-  raise configs_lib.ConfigError(f"config.stage: {config.stage!r} has no trainer.")
+  """The config's stage; a generator over an abstract tokenizer."""
+  tokenizer = abstract_tokenizer(config) if config.stage in stages.GENERATORS else None
+  return stages.make_stage(config, tokenizer)
 
 
 def abstract_batch(config, stage, batch: int) -> dict:
@@ -200,8 +190,7 @@ def compile_train_step(config, target: Target, devices, sample_batch: int = 0
 
   mesh = sharding.make_mesh(config.mesh, devices)
   sharding.check_batch(config.batch_size, mesh)
-  rules = tuple(tuple(r) for r in config.get("sharding_rules", None)
-                or sharding.DEFAULT_RULES)
+  rules = sharding.rules_from_config(config)
   stage = make_stage(config)
   rng = jax.random.PRNGKey(config.seed)  # on the host, before the TPU mesh is set
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

@@ -1,11 +1,16 @@
 """Config arguments ("tiny,bits=20") and validation with errors that name the fix."""
 
+import importlib.util
+import os
+import types
 from typing import Any, Callable
 
 import ml_collections
 
+from elm_jax import generator_config
 from elm_jax.config_error import ConfigError
-from elm_jax.models.transformer import SIZES as GENERATOR_SIZES
+from elm_jax.models.transformer import ATTENTION_IMPLS, REMAT_POLICIES
+from elm_jax.train.optim import DECAYS
 
 
 class Args(ml_collections.ConfigDict):
@@ -71,6 +76,26 @@ def parse_arg(arg: str | None, **defaults: Any) -> Args:
   return out
 
 
+# The repository's configs/ directory.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "configs")
+
+
+def load_module(path: str) -> types.ModuleType:
+  """The config file at `path`, loaded by path as config_flags loads it."""
+  name = "elm_jax_configs_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def sibling(config_file: str, name: str) -> types.ModuleType:
+  """configs/<name>.py beside `config_file` (its __file__), from any directory."""
+  return load_module(os.path.join(os.path.dirname(os.path.abspath(config_file)),
+                                  f"{name}.py"))
+
+
 def require(ok: bool, field: str, message: str) -> None:
   if not ok:
     raise ConfigError(f"config.{field}: {message}")
@@ -95,6 +120,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 "checkpoint_every", "keep_checkpoints"):
     require(int(config[field]) > 0, field,
             f"must be a positive integer, got {config[field]}.")
+  decay = config.optim.get("decay", "constant")
+  require(decay in DECAYS, "optim.decay",
+          f"{decay!r}: expected one of {', '.join(map(repr, DECAYS))}.")
   VALIDATORS[config.stage](config)
 
 
@@ -127,92 +155,25 @@ def _validate_bae(config: ml_collections.ConfigDict) -> None:
   require(config.eval.batch_size > 0, "eval.batch_size", "must be positive.")
 
 
-# The arguments of configs/ar.py and configs/mlm.py, with their defaults.
-GENERATOR_ARGS = dict(tiny=False, imagenet=False, size="XS", split="2-8")
-
-
-def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
-  """The AR / MLM config: `size=L,split=2-10`, `tiny`, `imagenet`."""
-  a = parse_arg(arg, **GENERATOR_ARGS)
-  a.exclusive("tiny", "imagenet")
-  if a.tiny:
-    a.variant(size="tiny")
-  if a.imagenet:
-    a.variant(size="S")
-  require(a.size in GENERATOR_SIZES, "model (size)",
-          f"{a.size!r} unknown; expected one of {list(GENERATOR_SIZES)}.")
-  n, _, width = a.split.partition("-")
-  if not (n.isdigit() and width.isdigit() and int(n) > 0 and int(width) > 0):
-    raise ConfigError(f"split={a.split!r}: expected n-k, n sub-codes of k bits "
-                      "each (e.g. split=2-8 for 16-bit codes).")
-  layers, dim, heads = GENERATOR_SIZES[a.size]
-  c = ml_collections.ConfigDict()
-  c.stage = stage
-  c.seed = 0
-  # A tokenizer workdir (configs/bae.py run); bits and grid come from it.
-  c.tokenizer = dict(checkpoint="", bernoulli=True)
-  # data.tokens: a directory written by `python -m elm_jax.tokenize` (then
-  # the images are not read and the encoder does not run).
-  c.data = dict(source="fashion_mnist", path="", name="", train_split="train",
-                eval_split="test", image_size=32, num_classes=10, worker_count=0,
-                tokens="")
-  if a.imagenet:
-    c.data.update(source="tfds", name="imagenet2012", eval_split="validation",
-                  image_size=256, num_classes=1000, worker_count=8)
-  c.split = a.split
-  c.model = dict(num_layers=layers, dim=dim, num_heads=heads, head_dim=64,
-                 mlp_dim=0, num_classes=c.data.get_ref("num_classes"),
-                 num_subcodes=int(n), token_dropout=0.1, resid_dropout=0.1,
-                 mlp_dropout=0.1, attn_dropout=0.0, class_dropout=0.1,
-                 dtype="float32", param_dtype="float32", scan_layers=False,
-                 remat="none", attention_query_blocks=4, attention_impl="einsum")
-  c.subcode_bits = int(width)
-  c.optim = dict(name="adamw", lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.05,
-                 grad_clip=1.0, warmup_steps=0, decay="constant")
-  c.ema = dict(decay=0.9999, every=1)
-  c.mlm = dict(schedule_steps=256, label_smoothing=0.0)
-  c.batch_size, c.total_steps = 256, 2_000_000
-  c.log_every, c.eval_every, c.checkpoint_every = 100, 50_000, 10_000
-  c.keep_checkpoints = 3
-  c.eval = dict(batch_size=256, max_batches=20, full_at_end=False, use_ema=True)
-  c.mesh = dict(data=-1, fsdp=1, tensor=1)
-  c.jax_disable_most_optimizations = bool(a.tiny)  # tiny: compile time dominates
-  if a.imagenet:
-    c.model.update(dtype="bfloat16", scan_layers=True)
-  elif a.tiny:
-    c.optim.update(lr=1e-3)
-    c.ema.decay = 0.9
-    c.batch_size, c.total_steps = 8, 4
-    c.log_every, c.eval_every, c.checkpoint_every = 1, 4, 2
-    c.eval = dict(batch_size=16, max_batches=1, full_at_end=False, use_ema=True)
-  else:  # Fashion-MNIST default, the generator of configs/pipeline.py.
-    # Sized for about half an hour of a 2-core CPU (benchmarks/pipeline.md):
-    # size XS (2.0M parameters) sees one epoch (64k images) in the time S
-    # (3.8M) sees 40k. No dropout:
-    # one epoch does not overfit. The fast cosine schedule and EMA 0.995 let
-    # the last few hundred steps count.
-    c.model.update(token_dropout=0.0, resid_dropout=0.0, mlp_dropout=0.0)
-    c.optim.update(lr=2e-3, warmup_steps=100, decay="cosine")
-    c.ema.decay = 0.995
-    c.batch_size, c.total_steps = 64, 1000
-    c.log_every, c.eval_every, c.checkpoint_every = 50, 1000, 200
-    c.eval = dict(batch_size=250, max_batches=2, full_at_end=False, use_ema=True)
-  return c
-
-
 def _validate_generator(config: ml_collections.ConfigDict) -> None:
   m = config.model
   require(bool(config.tokenizer.checkpoint), "tokenizer.checkpoint",
           "empty; pass the workdir of a configs/bae.py run "
           "(--config.tokenizer.checkpoint=DIR).")
-  require(m.num_subcodes >= 1, "model.num_subcodes", "must be >= 1.")
+  generator_config.split_of(config)
   require(m.dim == m.num_heads * m.head_dim, "model.dim",
           f"{m.dim} != num_heads * head_dim = {m.num_heads} * {m.head_dim}.")
   require(m.head_dim % 4 == 0, "model.head_dim", "must be divisible by 4 (2D RoPE).")
-  require(m.remat in ("none", "full", "dots", "dots_no_batch"), "model.remat",
-          f"{m.remat!r}: expected none, full, dots or dots_no_batch.")
-  require(config.optim.decay in ("constant", "cosine"), "optim.decay",
-          f"{config.optim.decay!r}: expected 'constant' or 'cosine'.")
+  require(m.remat in REMAT_POLICIES, "model.remat",
+          f"{m.remat!r}: expected one of {', '.join(REMAT_POLICIES)}.")
+  require(m.attention_query_blocks >= 1, "model.attention_query_blocks",
+          f"{m.attention_query_blocks} must be >= 1 (1: one block, the full "
+          "causal score matrix).")
+  require(m.attention_impl in ATTENTION_IMPLS, "model.attention_impl",
+          f"{m.attention_impl!r}: expected one of {list(ATTENTION_IMPLS)}.")
+  require(m.attention_impl == "einsum" or m.attn_dropout == 0.0, "model.attn_dropout",
+          f"{m.attn_dropout} needs model.attention_impl='einsum' "
+          "(jax.nn.dot_product_attention has no dropout); set one of them.")
 
 
 VALIDATORS["ar"] = _validate_generator

@@ -19,7 +19,6 @@ checkpoint is kept unless --overwrite.
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -34,8 +33,8 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from elm_jax import atomic_files, checkpointing, configs_lib, sharding
-from elm_jax.models.transformer import SIZES, build_transformer
+from elm_jax import atomic_files, checkpointing, configs_lib, generator_config, sharding
+from elm_jax.models.transformer import SIZES
 from elm_jax.train import optim
 from elm_jax.train.ar import ARStage
 from elm_jax.train.bae import TokenizerStage
@@ -46,8 +45,6 @@ from elm_jax.weights.torch_transformer import transformer_params_from_torch
 from elm_jax.weights.tree_check import check_against
 
 KINDS = ("elm-bae", "elm-ar", "elm-mlm", "llamagen-gpt")
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))), "configs")
 _USAGE = ("usage: python -m elm_jax.convert --from={" + "|".join(KINDS) + "} "
           "--src=FILE --out=DIR [--config=configs/...py:args] "
           "[--tokenizer=BAE_WORKDIR] [--step=N] [--overwrite]")
@@ -72,13 +69,11 @@ class ConversionError(Exception):
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """"configs/ar.py:size=L,split=2-10" (relative to the repository) -> config."""
   path, _, arg = spec.partition(":")
-  full = path if os.path.isabs(path) else os.path.join(CONFIGS, "..", path)
+  full = path if os.path.isabs(path) else os.path.join(configs_lib.CONFIGS_DIR,
+                                                        "..", path)
   if not os.path.isfile(full):
     raise ConversionError(f"{full} not found; pass --config=PATH[:args].")
-  module_spec = importlib.util.spec_from_file_location("convert_config", full)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return configs_lib.load_module(full).get_config(arg or None)
 
 
 def default_config_spec(kind: str, facts: dict) -> str:
@@ -172,11 +167,10 @@ def generator_state(kind: str, sd: dict, config, facts: dict, grid_size: int,
                     step: int):
   """(TrainState, stage or None) of an AR / MLM run holding the imported model."""
   rng = jax.random.PRNGKey(config.seed)
-  n, k = config.model.num_subcodes, config.subcode_bits
+  n, k = generator_config.split_of(config)
   # The file is checked in full before the tokenizer is read; parameter
   # shapes do not depend on the grid (2D RoPE has no weights).
-  model = build_transformer({**config.model, "bits": n * k, "grid_size": grid_size,
-                             "causal": kind != "elm-mlm"})
+  model = generator_config.build_transformer(config, n * k, grid_size)
   if "freqs_cis" in sd:
     torch_llamagen.check_freqs_cis(sd.pop("freqs_cis"), model.head_dim,
                                    model.rope_base)
@@ -278,6 +272,10 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
     spec = default_config_spec(kind, facts)
     config = load_config(spec)
     print(f"config: {spec}")
+  stage = {"elm-bae": "bae", "elm-mlm": "mlm"}.get(kind, "ar")
+  if config.stage != stage:
+    raise ConversionError(f"--from={kind} makes a {stage!r} run but --config is "
+                          f"a {config.stage!r} config; pass configs/{stage}.py.")
   grid = grid_size or getattr(facts.get("grid_size"), "value", 16)
   if kind == "llamagen-gpt" and spec != "--config":
     _llamagen_defaults(config, facts, grid)

@@ -10,20 +10,7 @@ from ml_collections import config_flags
 
 from elm_jax import configs_lib, distributed
 from elm_jax.bad_input import exit_on_bad_input, local_path, parse_flags
-from elm_jax.train.ar import ARStage
-from elm_jax.train.bae import TokenizerStage
-from elm_jax.train.mlm import MLMStage
-
-
-def make_stage(config):
-  """The Stage object for config.stage."""
-  if config.stage == "bae":
-    return TokenizerStage(config)
-  if config.stage == "ar":
-    return ARStage(config)
-  if config.stage == "mlm":
-    return MLMStage(config)
-  raise configs_lib.ConfigError(f"config.stage: {config.stage!r} has no trainer.")
+from elm_jax.train.stages import make_stage
 
 
 def main(config, workdir: str, distributed_flags: dict) -> None:

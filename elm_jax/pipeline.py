@@ -90,8 +90,8 @@ def _mark_finished(stage_dir: str, config: dict, inputs: dict, minutes: float,
 
 def _train(config, stage_dir: str) -> None:
   """elm_jax.main's work for one training config."""
-  from elm_jax.main import make_stage
   from elm_jax.train import loop
+  from elm_jax.train.stages import make_stage
   loop.train_and_evaluate(config, stage_dir, make_stage(config))
 
 

@@ -129,8 +129,7 @@ def run(config, workdir: str) -> dict:
   labels = balanced_labels(config.num_samples, num_classes)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(config.batch_size, mesh)
-  rules = tuple(tuple(r) for r in config.get("sharding_rules", None)
-                or sharding.DEFAULT_RULES)
+  rules = sharding.rules_from_config(config)
   chief = jax.process_index() == 0
   # The decoder too: a tokenizer trained on (or another one) changes the images.
   tokenizer = config.tokenizer.checkpoint or gen.config.tokenizer.checkpoint

@@ -39,6 +39,12 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+def rules_from_config(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+  """config.sharding_rules ([name, mesh axes] pairs) if set, else DEFAULT_RULES."""
+  return tuple(tuple(r) for r in config.get("sharding_rules", None)
+               or DEFAULT_RULES)
+
+
 def mesh_shape(axes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
   """Resolves the sizes of (data, fsdp, tensor); one of them may be -1."""
   unknown = [a for a in MESH_AXES if axes.get(a, 1) == -1]

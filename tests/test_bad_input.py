@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -22,10 +23,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_split_override_and_suggestions(tiny_tokenizer_dir):
   config = get_config("ar", "tiny")  # split 2-8
   config.tokenizer.checkpoint = tiny_tokenizer_dir
-  config.split = "2-4"  # what --config.split=2-4 does: num_subcodes, subcode_bits unchanged
-  with pytest.raises(ValueError, match=r"split='2-4' disagrees with model.num_subcodes=2 "
-                     r"and subcode_bits=8.*configs/ar.py:tiny,split=2-4"):
-    ARStage(config)
+  config.split = "2-4"  # what --config.split=2-4 does
+  stage = ARStage(config)
+  assert (stage.num_subcodes, stage.model.vocab_size) == (2, 16)
+  config.split = "1-8"  # one 256-way sub-code per cell: one table, one head
+  stage = ARStage(config)
+  params = jax.eval_shape(stage.init, jax.random.key(0)).params
+  assert sorted(k for k in params if k.startswith(("tok_embed", "head", "proj"))) == [
+      "head_0", "tok_embed_0"]
+  assert (stage.num_subcodes, stage.model.vocab_size) == (1, 256)
   config = get_config("ar", "tiny,split=3-3")
   config.tokenizer.checkpoint = tiny_tokenizer_dir
   with pytest.raises(ValueError, match=r"makes 8-bit codes.*\(one of 1-8, 2-4, 4-2, 8-1\)"):

@@ -3,10 +3,11 @@ explicit argument always wins over a variant."""
 
 import itertools
 
+import ml_collections
 import pytest
 
 from config_loading import CONFIGS, get_config, load
-from elm_jax import configs_lib, sharding
+from elm_jax import configs_lib, generator_config, sharding
 from elm_jax.models.transformer import SIZES
 
 VARIANTS = {"bae": [None, "tiny", "imagenet", "imagenet,bits=20",
@@ -21,8 +22,7 @@ _GENERATOR_VALUES = {
     "size": (list(SIZES), lambda c, v: (
         c.model.num_layers, c.model.dim, c.model.num_heads) == SIZES[v]),
     "split": (["2-8", "1-16", "2-10", "3-4"], lambda c, v: (
-        c.split, c.model.num_subcodes, c.subcode_bits)
-        == (v, *map(int, v.split("-"))))}
+        c.split, *generator_config.split_of(c)) == (v, *map(int, v.split("-"))))}
 # Each key=value argument of each file: values to try (the default is tried
 # too) and whether a config holds the value.
 VALUES = {"bae": {"bits": ([1, 8, 16, 20, 31], lambda c, v: c.model.bits == v),
@@ -62,7 +62,8 @@ def _leaves(tree, prefix=""):
 
 
 def test_every_config_file_is_covered():
-  assert {p.stem for p in CONFIGS.glob("*.py")} == set(VARIANTS)
+  """common.py is what ar.py and mlm.py share, not a config of its own."""
+  assert {p.stem for p in CONFIGS.glob("*.py")} == set(VARIANTS) | {"common"}
 
 
 @pytest.mark.parametrize("name,arg", [(n, a) for n, args in VARIANTS.items()
@@ -105,6 +106,74 @@ def test_bad_fields_are_named(field, value, match):
     node = node[p]
   node[leaf] = value
   with pytest.raises(configs_lib.ConfigError, match=match):
+    configs_lib.validate(config)
+
+
+@pytest.mark.parametrize("name,field,value,match", [
+    ("ar", "model.remat", "sometimes", "model.remat: 'sometimes': expected one of"),
+    ("ar", "model.head_dim", 30, "model.head_dim: must be divisible by 4"),
+    ("ar", "model.attention_query_blocks", 0,
+     "model.attention_query_blocks: 0 must be >= 1"),
+    ("ar", "model.attention_impl", "flash",
+     "model.attention_impl: 'flash': expected one of"),
+    ("ar", "split", "3", "split='3': expected n-k"),
+    ("ar", "optim.decay", "linear", "optim.decay: 'linear': expected one of"),
+    ("bae", "optim.decay", "linear", "optim.decay: 'linear': expected one of"),
+])
+def test_bad_generator_and_optimizer_fields_are_named(name, field, value, match):
+  config = get_config(name, "tiny")
+  if name == "ar":
+    config.tokenizer.checkpoint = "/some/bae/workdir"
+  if field == "model.head_dim":
+    config.model.update(dim=config.model.num_heads * value)
+  node = config
+  *parents, leaf = field.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(configs_lib.ConfigError, match=match) as e:
+    configs_lib.validate(config)
+  assert "\n" not in str(e.value)
+
+
+def test_jax_attention_has_no_dropout():
+  config = get_config("ar", "tiny")
+  config.tokenizer.checkpoint = "/some/bae/workdir"
+  config.model.update(attention_impl="jax", attn_dropout=0.1)
+  with pytest.raises(configs_lib.ConfigError, match=r"model.attn_dropout: 0.1 "
+                     r"needs model.attention_impl='einsum'"):
+    configs_lib.validate(config)
+
+
+def test_split_alone_sets_the_generator():
+  """--config.split=1-8 alone: one 256-way sub-code, one head."""
+  config = get_config("ar", "tiny")
+  config.split = "1-8"
+  model = generator_config.build_transformer(config, 8, 4)
+  assert (model.num_subcodes, model.vocab_size, model.causal) == (1, 256, True)
+  config = get_config("mlm", "tiny,split=4-2")
+  model = generator_config.build_transformer(config, 8, 4)
+  assert (model.num_subcodes, model.vocab_size, model.causal) == (4, 4, False)
+
+
+def test_a_saved_config_with_the_derived_fields():
+  """Workdirs may store model.num_subcodes and subcode_bits beside the
+  split: they build the same model when they agree, and name the fields
+  when they do not."""
+  saved = get_config("ar", "tiny").to_dict()
+  saved["model"]["num_subcodes"], saved["subcode_bits"] = 2, 4
+  saved["split"] = "2-4"
+  config = ml_collections.ConfigDict(saved)
+  kwargs = generator_config.transformer_kwargs(config, 8, 4)
+  fresh = get_config("ar", "tiny,split=2-4")
+  assert kwargs == generator_config.transformer_kwargs(fresh, 8, 4)
+  config.split = "1-8"
+  with pytest.raises(configs_lib.ConfigError,
+                     match=r"config.split='1-8' disagrees with model.num_subcodes=2 "
+                     r"and subcode_bits=4 .*correct or remove the two fields"):
+    generator_config.build_transformer(config, 8, 4)
+  config.tokenizer.checkpoint = "/some/bae/workdir"
+  with pytest.raises(configs_lib.ConfigError, match="disagrees"):
     configs_lib.validate(config)
 
 

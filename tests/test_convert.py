@@ -11,11 +11,11 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from elm_jax import checkpointing, convert
-from elm_jax.models.transformer import build_transformer
+from elm_jax import checkpointing, convert, generator_config
 from elm_jax.train import frozen_tokenizer
 from pytorch_layouts import (elm_bae_state_dict, llamagen_freqs_cis,
                              numpy_ar_forward, random_ar_state_dict)
@@ -148,10 +148,10 @@ def test_other_bae_sizes_round_trip(tokenizers):
 
 def model_from_checkpoint(config: dict, grid: int = 4):
   """The generator as a sampler builds it: the saved config, bits, grid."""
-  m = dict(config["model"])
-  m.setdefault("bits", m["num_subcodes"] * config["subcode_bits"])
-  m.setdefault("grid_size", grid)
-  return build_transformer({**m, "causal": config["stage"] == "ar"})
+  config = ml_collections.ConfigDict(config)
+  n, k = generator_config.split_of(config)
+  return generator_config.build_transformer(
+      config, config.model.get("bits", n * k), config.model.get("grid_size", grid))
 
 
 def logits_of(config, params, idx, labels):
@@ -222,7 +222,7 @@ def test_other_mlm_split(tmp_path, tokenizers):
   ok("--from=elm-mlm", f"--src={tmp_path / 'mlm.npz'}", f"--out={tmp_path / 'w'}",
      f"--tokenizer={tokenizers[10][0]}", cfg("mlm.py:tiny,split=2-5"))
   _, state, config = restore(tmp_path / "w")
-  assert config["model"]["num_subcodes"] == 2
+  assert config["split"] == "2-5" and "num_subcodes" not in config["model"]
   p = state["ema_params"]
   np.testing.assert_array_equal(p["tok_embed"]["embedding"], sd["tok_embedder.weight"])
   np.testing.assert_array_equal(p["mlm_head"]["bias"], sd["mlm_layer.bias"].ravel())

@@ -29,7 +29,7 @@ With `scan_layers` the cache is scanned with the layers, one stacked
 [L, B, T, H, D] buffer per k and v.
 """
 
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,7 +37,6 @@ import jax.numpy as jnp
 import optax
 
 from elm_jax import platform
-from elm_jax.models import resolve_dtypes
 from elm_jax.models.rope import apply_rope, rope_2d_table
 from elm_jax.tokens import check_split
 
@@ -56,7 +55,7 @@ REMAT_POLICIES = {
 # Sizes: (layers, width, heads); head_dim is 64 everywhere (SPEC section 4).
 SIZES = {
     "tiny": (2, 128, 2),
-    "XS": (4, 192, 3),  # the Fashion-MNIST default (configs_lib.generator_config)
+    "XS": (4, 192, 3),  # the Fashion-MNIST default (configs/common.py)
     "S": (4, 256, 4),
     "B": (12, 768, 12),
     "L": (24, 1024, 16),
@@ -376,8 +375,10 @@ class MlmHead(nn.Module):
 class Transformer(nn.Module):
   """ELM's AR (causal) or MLM (bidirectional) transformer; see module doc.
 
-  Build with `build_transformer(config.model)`; call `model.apply(variables,
-  tokens, labels, train=..., mask=..., cache=...)` -> (logits, cache).
+  A config builds one with `generator_config.build_transformer`, after
+  configs_lib has checked its fields (remat, head_dim, attention_*). Call
+  `model.apply(variables, tokens, labels, train=..., mask=..., cache=...)`
+  -> (logits, cache).
   """
   num_layers: int = 12
   dim: int = 768
@@ -419,23 +420,6 @@ class Transformer(nn.Module):
     return self.mlp_dim or default_mlp_dim(self.dim)
 
   def setup(self):
-    if self.remat not in REMAT_POLICIES:
-      raise ValueError(f"model.remat={self.remat!r}: expected one of "
-                       f"{sorted(REMAT_POLICIES)}.")
-    if self.attention_query_blocks < 1:
-      raise ValueError(f"model.attention_query_blocks="
-                       f"{self.attention_query_blocks} must be >= 1 (1: one "
-                       "block, the full causal score matrix).")
-    if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f"model.attention_impl={self.attention_impl!r}: expected "
-                       f"one of {list(ATTENTION_IMPLS)}.")
-    if self.attention_impl == "jax" and self.attn_dropout > 0.0:
-      raise ValueError(f"model.attn_dropout={self.attn_dropout} needs "
-                       "model.attention_impl='einsum' (jax.nn.dot_product_"
-                       "attention has no dropout); set one of them.")
-    if self.head_dim % 4:
-      raise ValueError(f"model.head_dim={self.head_dim} must be divisible by "
-                       "4 for 2D RoPE.")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     n, v = self.num_subcodes, self.vocab_size
     self.class_embed = _embed(self.num_classes + 1, self.dim, "class_embed", **kw)
@@ -645,7 +629,3 @@ def next_token_loss(model: "Transformer", params, ids, labels, rng,
   accuracy = jnp.mean(jnp.argmax(logits, -1) == ids, axis=(1, 2))
   return loss, {"accuracy": accuracy}
 
-
-def build_transformer(model_config: Mapping[str, Any]) -> Transformer:
-  """A Transformer from the `model` block of a config (dtypes given by name)."""
-  return Transformer(**resolve_dtypes(dict(model_config)))

@@ -5,8 +5,8 @@ from typing import Any
 
 import ml_collections
 
-from elm_jax import checkpointing
-from elm_jax.models.transformer import Transformer, build_transformer
+from elm_jax import checkpointing, generator_config
+from elm_jax.models.transformer import Transformer
 from elm_jax.train import frozen_tokenizer
 
 
@@ -39,9 +39,7 @@ def load(workdir: str, use_ema: bool = True, tokenizer_dir: str = "") -> Generat
     raise FileNotFoundError(
         f"{e} (the tokenizer of generator {workdir}; if it moved, pass "
         "--config.tokenizer.checkpoint=DIR)") from e
-  model_kw = dict(config.model)
-  model_kw.update(bits=tokenizer.bits, grid_size=tokenizer.grid_size,
-                  causal=config.stage == "ar")
+  model = generator_config.build_transformer(
+      config, tokenizer.bits, tokenizer.grid_size, f"the tokenizer in {path}")
   params = run.state["ema_params"] if use_ema else run.state["params"]
-  return Generator(build_transformer(model_kw), params, config, tokenizer,
-                   run.step)
+  return Generator(model, params, config, tokenizer, run.step)

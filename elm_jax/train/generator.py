@@ -19,26 +19,11 @@ import numpy as np
 import optax
 from absl import logging
 
-from elm_jax import sharding
+from elm_jax import generator_config, sharding
 from elm_jax.config_error import ConfigError
 from elm_jax.data import pipeline, token_pipeline
-from elm_jax.models.transformer import build_transformer
 from elm_jax.train import eval_means, frozen_tokenizer, optim
 from elm_jax.train.state import TrainState
-
-
-def _check_split_fields(config: ml_collections.ConfigDict) -> None:
-  """config.split must agree with model.num_subcodes and subcode_bits, which
-  the config file derives from it: a --config.split=... override alone
-  changes neither."""
-  split = f"{config.model.num_subcodes}-{config.subcode_bits}"
-  if str(config.split) != split:
-    raise ConfigError(
-        f"config.split={config.split!r} disagrees with model.num_subcodes="
-        f"{config.model.num_subcodes} and subcode_bits={config.subcode_bits} "
-        f"({split}): the split is read when the config is built, so pass it "
-        f"as a config argument (--config=configs/{config.stage}.py:tiny,"
-        f"split={config.split}) instead of --config.split.")
 
 
 class GeneratorStage:
@@ -52,20 +37,11 @@ class GeneratorStage:
     from config.tokenizer.checkpoint."""
     self.config = config
     self.tokenizer = tokenizer or frozen_tokenizer.load(config.tokenizer.checkpoint)
-    k, n = self.tokenizer.bits, config.model.num_subcodes
-    _check_split_fields(config)
-    if n * config.subcode_bits != k:
-      fits = [f"{d}-{k // d}" for d in range(1, k + 1) if k % d == 0]
-      raise ConfigError(
-          f"config.split={config.split!r} needs {n} x {config.subcode_bits} = "
-          f"{n * config.subcode_bits} bits per position, but the tokenizer in "
-          f"{config.tokenizer.checkpoint} makes {k}-bit codes; choose n-k with "
-          f"n*k = {k} (one of {', '.join(fits)}).")
-    model_kw = dict(config.model)
-    model_kw.update(bits=self.tokenizer.bits, grid_size=self.tokenizer.grid_size,
-                    causal=self.causal)
-    self.model = build_transformer(model_kw)
-    self.num_subcodes = config.model.num_subcodes
+    k = self.tokenizer.bits
+    self.model = generator_config.build_transformer(
+        config, k, self.tokenizer.grid_size,
+        f"the tokenizer in {config.tokenizer.checkpoint}")
+    self.num_subcodes = self.model.num_subcodes
     self.length = self.tokenizer.grid_size ** 2
     size = self.tokenizer.config.data.image_size
     if size != config.data.image_size:

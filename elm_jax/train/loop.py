@@ -66,8 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   sharding.check_batch(config.batch_size, mesh)
   if "eval" in config and "batch_size" in config.eval:
     sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
-  rules = tuple(tuple(r) for r in config.get("sharding_rules", None)
-                or sharding.DEFAULT_RULES)
+  rules = sharding.rules_from_config(config)
   logging.info("Mesh %s on %d devices (%d processes)", dict(mesh.shape),
                jax.device_count(), jax.process_count())
 

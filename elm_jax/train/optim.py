@@ -9,16 +9,19 @@ import optax
 from elm_jax.config_error import ConfigError
 
 
+# After the warmup: (lr, steps, final_fraction) -> schedule. configs_lib
+# checks config.optim.decay against these names.
+DECAYS = {
+    "constant": lambda lr, steps, final: optax.constant_schedule(lr),
+    "cosine": lambda lr, steps, final: optax.cosine_decay_schedule(
+        lr, steps, alpha=final),
+}
+
+
 def schedule(lr: float, warmup_steps: int = 0, decay: str = "constant",
              total_steps: int = 0, final_fraction: float = 0.0):
-  """Linear warmup, then constant or cosine decay to lr * final_fraction."""
-  if decay == "constant":
-    after = optax.constant_schedule(lr)
-  elif decay == "cosine":
-    after = optax.cosine_decay_schedule(
-        lr, max(total_steps - warmup_steps, 1), alpha=final_fraction)
-  else:
-    raise ConfigError(f"optim.decay={decay!r}: expected 'constant' or 'cosine'.")
+  """Linear warmup, then `decay` (a DECAYS name) to lr * final_fraction."""
+  after = DECAYS[decay](lr, max(total_steps - warmup_steps, 1), final_fraction)
   if warmup_steps <= 0:
     return after
   return optax.join_schedules(

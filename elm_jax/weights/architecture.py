@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from elm_jax.generator_config import split_of
 from elm_jax.models.transformer import default_mlp_dim
 
 
@@ -129,7 +130,7 @@ def check_bae(facts: Mapping[str, Fact], model: ml_collections.ConfigDict
 
 def infer_transformer(sd: Mapping[str, np.ndarray], causal: bool
                       ) -> dict[str, Fact]:
-  """layers, dim, mlp_dim, num_classes, num_subcodes, subcode_bits, grid_size
+  """layers, dim, mlp_dim, num_classes, split (n sub-codes, k bits), grid_size
   (grid_size only where a tensor reveals it: MLM pos_embed, freqs_cis)."""
   norm = _shape(sd, "norm.weight", "dim")
   cls = _shape(sd, "cls_embedding.embedding_table.weight", "num_classes")
@@ -174,10 +175,10 @@ def check_transformer(facts: Mapping[str, Fact], config: ml_collections.ConfigDi
                       config_flag: str) -> None:
   """Raises ValueError naming every field where the file and config differ."""
   m = config.model
+  split = split_of(config)
   have = dict(num_layers=m.num_layers, dim=m.dim,
               mlp_dim=m.mlp_dim or default_mlp_dim(m.dim),
-              num_classes=m.num_classes,
-              split=(m.num_subcodes, config.subcode_bits))
+              num_classes=m.num_classes, split=split)
   fix = dict(num_layers="--config.model.num_layers={}", dim="--config.model.dim={} "
              "(with num_heads * head_dim equal to it)",
              mlp_dim="--config.model.mlp_dim={}",
@@ -190,7 +191,7 @@ def check_transformer(facts: Mapping[str, Fact], config: ml_collections.ConfigDi
       n, k = fact.value
       problems.append(
           f"split: the file has {n} sub-code(s) of {k} bits ({fact.key}), the "
-          f"config {m.num_subcodes} of {config.subcode_bits} "
+          f"config {split[0]} of {split[1]} "
           f"(split={config.split!r}); pass {config_flag}:...,split={n}-{k}")
     else:
       problems.append(f"model.{name}: the file has {fact.value} ({fact.key}), "
