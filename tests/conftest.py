@@ -159,3 +159,11 @@ def random_inception(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("inception") / "random.npz")
   convert_inception.write_npz(params, path)
   return path
+
+
+def pytest_configure(config):
+  # `pytest -m "not slow" tests` is the quick local tier (under 3 minutes on
+  # 2 cores); CI runs everything.
+  config.addinivalue_line(
+      "markers", "slow: 3 s or more on a 2-core CPU (commands in subprocesses, "
+      "training runs, several model compiles)")

@@ -59,6 +59,7 @@ def test_attention_distance_on_constructed_weights():
   assert maps[1][1, 0] == 1.0 and maps[1].sum() == 1.0 and maps[0][1, 1] == 1.0
 
 
+@pytest.mark.slow
 def test_captured_weights_are_causal_distributions_and_leave_logits_alone(tiny_ar_dir):
   stage, params, _ = analyze.load_generator(tiny_ar_dir)
   model = stage.model
@@ -75,6 +76,7 @@ def test_captured_weights_are_causal_distributions_and_leave_logits_alone(tiny_a
     analysis.attention_weights(scanned, params, tokens, labels)
 
 
+@pytest.mark.slow
 def test_commands_write_numbers_plots_and_tensorboard(tmp_path, tiny_tokenizer_dir,
                                                       tiny_ar_dir):
   out = str(tmp_path / "analysis")
@@ -95,6 +97,7 @@ def test_commands_write_numbers_plots_and_tensorboard(tmp_path, tiny_tokenizer_d
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
 
 
+@pytest.mark.slow
 def test_attention_command_unstacks_a_scanned_generator(tmp_path, tiny_tokenizer_dir):
   """The imagenet configs (and converted ELM checkpoints) scan their layers."""
   from conftest import save_random_run, tiny_config

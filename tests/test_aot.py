@@ -59,6 +59,7 @@ def _tiny_config(tokenizer_dir, **mesh):
   return config
 
 
+@pytest.mark.slow
 def test_cpu_compile_report_and_overflow_exit(tmp_path, tiny_tokenizer_dir, capsys):
   config = _tiny_config(tiny_tokenizer_dir, fsdp=8)
   out = str(tmp_path / "report.json")
@@ -125,6 +126,7 @@ def _libtpu_dir():
 @pytest.mark.skipif(_libtpu_dir() is None,
                     reason="libtpu not importable (launch/requirements-tpu.txt; "
                     "or set LIBTPU_DIR)")
+@pytest.mark.slow
 def test_tpu_compile(tmp_path, tiny_tokenizer_dir):
   out = str(tmp_path / "tpu.json")
   env = dict(os.environ, JAX_PLATFORMS="cpu", TPU_SKIP_MDS_QUERY="1")

@@ -48,6 +48,7 @@ def test_unknown_dtype_and_bad_learning_rates():
     optim.make_optimizer(lr=1e-3, warmup_steps=-1)
 
 
+@pytest.mark.slow
 def test_misspelt_config_override_is_named_without_a_traceback(tmp_path):
   workdir = tmp_path / "run"
   result = subprocess.run(
@@ -79,6 +80,7 @@ def test_malformed_number_in_a_config_argument_is_named():
     get_config("bae", "tiny,bits=x")
 
 
+@pytest.mark.slow
 def test_a_mesh_that_does_not_fit_exits_with_the_fix_not_a_traceback(tmp_path):
   workdir = tmp_path / "run"
   result = subprocess.run(
@@ -141,6 +143,7 @@ def test_a_file_that_is_not_a_pytorch_checkpoint_is_named(tmp_path):
     (["elm_jax.sample", "--config={missing}.py", "--workdir={tmp}/run"],
      "--config: Failed loading config file"),
 ])
+@pytest.mark.slow
 def test_entry_points_exit_with_the_message_not_a_traceback(tmp_path, command, message):
   """A missing input path or a refused config: the command ends with the
   message naming it, exit status 1, and nothing is written for the run."""

@@ -67,6 +67,7 @@ def test_encode_decode_shapes(arg, size, grid, bits):
   assert model.latent_size == grid
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantizer", ["binary", "vq", "lfq"])
 def test_round_trip_runs_for_every_quantizer(quantizer):
   config = get_config("bae", f"tiny,quantizer={quantizer}")

@@ -17,6 +17,7 @@ def run_script(name, args, monkeypatch):
 
 @pytest.mark.parametrize("dtype,steps,impl", [("float32", 2, "einsum"),
                                               ("bfloat16", 1, "jax")])
+@pytest.mark.slow
 def test_ar_train_step_reports_mfu_per_step(dtype, steps, impl, tmp_path,
                                             monkeypatch, capsys):
   """float32: the CPU target; bfloat16: the commands of the GPU target."""
@@ -32,9 +33,12 @@ def test_ar_train_step_reports_mfu_per_step(dtype, steps, impl, tmp_path,
   for t, p, m in zip(row["step_s_all"], row["peak_tflops_all"], row["mfu_all"]):
     assert m == pytest.approx(row["model_tflop_per_step"] / t / p)
   assert 0 < row["mfu"] < 1.5
-  assert "MFU per step" in capsys.readouterr().out
+  header = capsys.readouterr().out.splitlines()[1].split()
+  assert header == ["size", "batch", "compile", "s", "step", "s", "tokens/s", "TFLOP/step",
+                    "TFLOP/s", "peak", "MFU", "MFU", "per", "step"]
 
 
+@pytest.mark.slow
 def test_sampler_batch_and_cpu_dots_tables(tmp_path, monkeypatch):
   out = tmp_path / "sampler.json"
   run_script("sampler.py", ["--tables=batch,cpu_dots", "--sizes=tiny",
@@ -68,3 +72,31 @@ def test_host_matmul_chain_computes_what_xla_computes(library):
   for g, w in zip(got, want):
     assert np.asarray(g).shape == (3, 2 ** (16 // model.num_subcodes))
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layers,dim,heads,split", [(2, 128, 2, (2, 4)), (3, 64, 1, (1, 6))])
+def test_ar_model_flops_count_six_per_weight_and_token_plus_attention(layers, dim, heads,
+                                                                      split):
+  """MFU's numerator, counted from the architecture: 6 FLOPs per non-embedding
+  weight and token (2 forward, 4 backward) plus 12 L D T^2 per sequence for
+  the attention scores and their use, forward and backward."""
+  sys.path.insert(0, ROOT)
+  import jax
+  import jax.numpy as jnp
+  from benchmarks import ar_train_step
+  from elm_jax.models.transformer import Transformer
+  n, k = split
+  model = Transformer(num_layers=layers, dim=dim, num_heads=heads, bits=n * k,
+                      num_subcodes=n, grid_size=4)
+  from elm_jax import sharding
+  params = sharding.unbox(model.init(jax.random.key(0), jnp.zeros((1, 15, n), jnp.int32),
+                                     jnp.zeros((1,), jnp.int32), train=False)["params"])
+  mlp = params["layers_0"]["feed_forward"]["w1"]["kernel"].shape[1]
+  per_layer = 4 * dim * dim + 3 * dim * mlp + 2 * dim  # qkv + out, SwiGLU, 2 norms
+  weights = (layers * per_layer + dim          # the final norm
+             + (n * dim * dim if n > 1 else 0)  # n sub-code embeddings projected to one
+             + n * dim * 2 ** k)               # one head per sub-code
+  batch, seq = 3, 16
+  want = 6 * weights * batch * seq + 12 * layers * dim * seq * seq * batch
+  assert ar_train_step.model_flops(model, params, batch, seq) == want

@@ -24,6 +24,7 @@ def data():
 SETTINGS = classifier.TrainSettings(epochs=2, batch_size=64, learning_rate=2e-3)
 
 
+@pytest.mark.slow
 def test_learns_fashion_mnist_and_is_trained_once(tmp_path, data):
   path = str(tmp_path / "cache" / "clf.npz")
   clf, trained = classifier.load_or_train(path, data, 10, SETTINGS)

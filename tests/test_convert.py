@@ -98,6 +98,7 @@ def tokenizers(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 def test_bae_reference_through_cli(tmp_path):
   ok("--from=elm-bae", f"--src={REF}/bae_k8/state_dict.npz",
      f"--out={tmp_path}", cfg("bae.py:tiny"))
@@ -121,6 +122,7 @@ def test_bae_reference_through_cli(tmp_path):
   np.testing.assert_allclose(decode(jnp.asarray(codes)), recon, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_other_bae_sizes_round_trip(tokenizers):
   for bits, (workdir, sd) in tokenizers.items():
     tok = frozen_tokenizer.load(workdir)
@@ -161,6 +163,7 @@ def logits_of(config, params, idx, labels):
   return np.asarray(out)  # [B, L, n, V]
 
 
+@pytest.mark.slow
 def test_ar_reference_through_cli(tmp_path, tokenizers):
   ok("--from=elm-ar", f"--src={REF}/ar_2x5/state_dict.npz", f"--out={tmp_path}",
      f"--tokenizer={tokenizers[10][0]}", cfg("ar.py:tiny,split=2-5"))
@@ -179,6 +182,7 @@ def test_ar_reference_through_cli(tmp_path, tokenizers):
   assert all(not np.any(x) for x in leaves(state["opt_state"]))
 
 
+@pytest.mark.slow
 def test_mlm_reference_through_cli(tmp_path, tokenizers):
   ok("--from=elm-mlm", f"--src={REF}/mlm_1x5/state_dict.npz", f"--out={tmp_path}",
      f"--tokenizer={tokenizers[5][0]}", cfg("mlm.py:tiny,split=1-5"))
@@ -250,6 +254,7 @@ def test_llamagen_gpt_matches_numpy_forward(tmp_path):
   np.testing.assert_allclose(got, want, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_resume_training_from_converted_ar(tmp_path, tokenizers):
   out = tmp_path / "ar"
   ok("--from=elm-ar", f"--src={REF}/ar_2x5/state_dict.npz", f"--out={out}",
@@ -380,6 +385,7 @@ def test_existing_checkpoint_needs_overwrite(tmp_path, capsys):
   assert info["step"] == 7 and info["kind"] == "llamagen-gpt"
 
 
+@pytest.mark.slow
 def test_command_line_exit_codes(tmp_path, capsys):
   assert cli("--from=elm-xx") == 2
   assert "usage" in capsys.readouterr().err

@@ -367,6 +367,7 @@ def test_tfds_missing_dataset_error(tmp_path):
 # Worker processes (slow to start: one test).
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_exact_resume_with_workers():
   if not flags.FLAGS.is_parsed():

@@ -17,6 +17,9 @@ from elm_jax import checkpointing, distributed
 from elm_jax.data import global_batches
 from elm_jax.metrics import read_jsonl
 
+# Every test here runs commands in subprocesses: the `slow` tier.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

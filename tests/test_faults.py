@@ -185,6 +185,7 @@ step readonly 8
 """
 
 
+@pytest.mark.slow
 def test_a_full_or_read_only_disk_ends_in_one_line_and_keeps_the_checkpoints(tmp_path):
   if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
     pytest.skip("needs a private mount namespace (unshare -rm) for a small tmpfs")

@@ -44,6 +44,7 @@ def test_split_must_match_tokenizer_bits(tiny_tokenizer_dir):
     ({"data": 2, "tensor": 4}, P(None, "tensor"), (128, 96)),
     ({"fsdp": 8}, P("fsdp", None), (16, 384)),
 ])
+@pytest.mark.slow
 def test_sharded_ar_step(tiny_tokenizer_dir, mesh_axes, qkv_spec, qkv_shard):
   axes = {"data": 1, "fsdp": 1, "tensor": 1, **mesh_axes}
   mesh = sharding.make_mesh(axes)
@@ -68,6 +69,7 @@ def test_sharded_ar_step(tiny_tokenizer_dir, mesh_axes, qkv_spec, qkv_shard):
   np.testing.assert_allclose(float(m["loss"]), np.log(16), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["ar", "mlm"])
 def test_smoke_run_through_main(tmp_path, tiny_tokenizer_dir, stage):
   workdir = str(tmp_path / stage)

@@ -8,11 +8,15 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from elm_jax import checkpointing
 from elm_jax.metrics import read_jsonl
 
 from conftest import ROOT, kill_9_when, logged_step, signal_when, subprocess_env as env
+
+# Every test here runs commands in subprocesses: the `slow` tier.
+pytestmark = pytest.mark.slow
 
 
 def main_cmd(workdir, *overrides, config="configs/bae.py:tiny"):

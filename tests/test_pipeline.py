@@ -11,6 +11,9 @@ import pytest
 
 from conftest import ROOT, kill_9_when, subprocess_env
 
+# Every test here runs commands in subprocesses: the `slow` tier.
+pytestmark = pytest.mark.slow
+
 REPORT_KEYS = ("class_accuracy", "classifier_test_accuracy", "real_class_accuracy", "fid",
                "fid_real_floor", "precision", "recall", "psnr", "minutes", "samples", "grid")
 FIGURES = ("class_accuracy", "classifier_test_accuracy", "real_class_accuracy", "fid",

@@ -11,6 +11,9 @@ from config_loading import get_config
 from conftest import finished_logs, save_tiny_generator, two_processes
 from elm_jax.sampling import sample_store
 
+# Every test here runs commands in subprocesses: the `slow` tier.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

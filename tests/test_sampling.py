@@ -50,6 +50,7 @@ def test_cached_logits_equal_full_forward_at_every_step(scan_layers):
   np.testing.assert_allclose(logits, full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan_layers", [False, True])
 @pytest.mark.parametrize("prefill, chunks", [(0, (4, 11)), (3, (5, 7))])
 def test_cached_forward_over_several_positions_at_once(scan_layers, prefill,
@@ -77,6 +78,7 @@ def test_cached_forward_over_several_positions_at_once(scan_layers, prefill,
   np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_mlm_has_no_cache():
   model = tiny(causal=False)
   params = random_params(model)
@@ -85,6 +87,7 @@ def test_mlm_has_no_cache():
                 jnp.zeros((1,), jnp.int32), cache=model.init_cache(1))
 
 
+@pytest.mark.slow
 def test_top_k_1_without_guidance_is_greedy_decoding():
   model = tiny()
   params = random_params(model, seed=5)
@@ -135,6 +138,7 @@ def test_few_decoding_rows_compile_with_eigen_dots_on_cpu():
                                 default(params, labels, jax.random.key(3)))
 
 
+@pytest.mark.slow
 def test_sharded_sampler_matches_single_device():
   """A (data=2, tensor=4) mesh with tensor-parallel params gives the same greedy tokens."""
   import flax.linen as nn

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import PartitionSpec as P
 
 from config_loading import get_config
@@ -46,6 +47,7 @@ def _run_steps(mesh, stage, batch, n=2):
   return state, state_sharding, losses
 
 
+@pytest.mark.slow
 def test_sharded_train_step_on_2x4_mesh_matches_one_device():
   stage = _tiny_stage()
   rng = np.random.default_rng(0)

@@ -27,6 +27,7 @@ def image_folder(tmp_path_factory):
   return str(root)
 
 
+@pytest.mark.slow
 def test_tokenize_split_stores_quantised_probabilities(tmp_path, image_folder,
                                                        tiny_tokenizer_dir):
   tok = frozen_tokenizer.load(tiny_tokenizer_dir)
@@ -53,6 +54,7 @@ def test_tokenize_split_stores_quantised_probabilities(tmp_path, image_folder,
     tokenize.tokenize_split(tok, data, "train", str(tmp_path), 4, flips=True)
 
 
+@pytest.mark.slow
 def test_encoder_splits_each_batch_over_all_devices(tiny_tokenizer_dir):
   tok = frozen_tokenizer.load(tiny_tokenizer_dir)
   encode, params, batch = tokenize.sharded_encoder(tok, 12)
@@ -66,6 +68,7 @@ def test_encoder_splits_each_batch_over_all_devices(tiny_tokenizer_dir):
                              np.asarray(tokenize.quantize(one)).astype(int), atol=1)
 
 
+@pytest.mark.slow
 def test_generator_trains_from_tokens(tmp_path, image_folder, tiny_tokenizer_dir):
   tok = frozen_tokenizer.load(tiny_tokenizer_dir)
   data = dict(source="folder", path=image_folder, name="", image_size=32,
@@ -102,6 +105,7 @@ def test_missing_token_split_names_the_command(tmp_path):
     token_pipeline.TokenSource(str(tmp_path), "train")
 
 
+@pytest.mark.slow
 def test_an_output_directory_fills_over_runs_without_mixing(tmp_path,
                                                              tiny_tokenizer_dir):
   """Splits added by later runs join meta.json; a split already there, or
@@ -134,6 +138,7 @@ def test_an_output_directory_fills_over_runs_without_mixing(tmp_path,
   assert len(token_pipeline.TokenSource(out, "test")) == 2
 
 
+@pytest.mark.slow
 def test_tokens_from_another_tokenizer_step_are_refused(tmp_path, tiny_tokenizer_dir):
   out = tmp_path / "tokens"
   out.mkdir()

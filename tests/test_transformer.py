@@ -50,6 +50,7 @@ def test_ar_is_causal():
     assert np.abs(out[:, t + 1:] - base[:, t + 1:]).max(axis=(2, 3)).min() > 0
 
 
+@pytest.mark.slow
 def test_mlm_is_bidirectional():
   model = Transformer(**TINY, causal=False)
   params = init(model)
@@ -138,6 +139,7 @@ def test_param_counts_match_spec(size):
     assert abs(count - want) / want < 0.005, (size, bits, count, want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("causal", [True, False])
 def test_scan_and_remat_match_unrolled(causal):
   plain = Transformer(**TINY, causal=causal)
@@ -173,6 +175,7 @@ def test_train_mode_dropout_and_null_labels():
   assert np.abs(a - b).max() > 0
 
 
+@pytest.mark.slow
 def test_every_param_has_logical_axes_and_runs_sharded():
   model = Transformer(**TINY, scan_layers=True)
   toks, labels = random_tokens(model, 15, batch=8), jnp.arange(8) % 10
