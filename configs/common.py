@@ -42,6 +42,10 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
   # n-k: n sub-codes of k bits per grid cell (elm_jax.generator_config
   # derives the model's sub-code count and vocabulary from it).
   c.split = a.split
+  # Tokenizer cells per generator position along each side (elm_jax.tokens):
+  # patch=2 reads a 16x16 grid of K-bit codes as 8x8 positions of 4K bits,
+  # 4x fewer positions; split 4-K then gives one sub-code per cell.
+  c.patch = 1
   c.model = dict(num_layers=layers, dim=dim, num_heads=heads, head_dim=64,
                  mlp_dim=0, num_classes=c.data.get_ref("num_classes"),
                  token_dropout=0.1, resid_dropout=0.1,

@@ -73,10 +73,10 @@ def eval_images(tok: frozen_tokenizer.FrozenTokenizer, num_images: int, batch_si
 
 
 def code_ids(tok: frozen_tokenizer.FrozenTokenizer, images: np.ndarray, num_subcodes: int,
-             batch_size: int = 250) -> np.ndarray:
-  """Thresholded sub-code ids [N, h*w, n] of uint8 images."""
+             batch_size: int = 250, patch: int = 1) -> np.ndarray:
+  """Thresholded sub-code ids [N, (h/p)*(w/p), n] of uint8 images."""
   encode = jax.jit(lambda p, x: frozen_tokenizer.sample_subcodes(
-      frozen_tokenizer.probabilities(tok.model, p, x), num_subcodes, None))
+      frozen_tokenizer.probabilities(tok.model, p, x), num_subcodes, None, patch))
   return np.concatenate([np.asarray(encode(tok.params, images[i:i + batch_size]))
                          for i in range(0, len(images), batch_size)])
 
@@ -139,7 +139,8 @@ def attention(generator: str, num_images: int, out_dir: str,
   stage, params, step = load_generator(generator)
   model, params = unscanned(stage.model, params)  # e.g. the imagenet configs
   images, labels = eval_images(stage.tokenizer, num_images)
-  ids = code_ids(stage.tokenizer, images, model.num_subcodes)  # [N, L, n]
+  ids = code_ids(stage.tokenizer, images, model.num_subcodes,
+                 patch=stage.patch)  # [N, L, n]
   inputs = ids[:, :-1] if model.causal else ids
   weights = np.asarray(jax.jit(lambda p, t, l: analysis.attention_weights(model, p, t, l))(
       params, jnp.asarray(inputs), jnp.asarray(labels, jnp.int32)))  # [layers, B, H, S, T]

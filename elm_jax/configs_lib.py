@@ -161,6 +161,10 @@ def _validate_generator(config: ml_collections.ConfigDict) -> None:
           "empty; pass the workdir of a configs/bae.py run "
           "(--config.tokenizer.checkpoint=DIR).")
   generator_config.split_of(config)
+  patch = config.get("patch", 1)
+  require(isinstance(patch, int) and patch >= 1, "patch",
+          f"{patch!r}: must be a whole number >= 1 (tokenizer cells per "
+          "generator position along each side; 1: one cell each).")
   require(m.dim == m.num_heads * m.head_dim, "model.dim",
           f"{m.dim} != num_heads * head_dim = {m.num_heads} * {m.head_dim}.")
   require(m.head_dim % 4 == 0, "model.head_dim", "must be divisible by 4 (2D RoPE).")

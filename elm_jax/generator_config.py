@@ -1,7 +1,9 @@
 """What a generator (AR / MLM) config derives: its split and its Transformer.
 
 `config.split` ("n-k": n sub-codes of k bits per grid cell) is the one
-stored source of the sub-code count and width; `config.stage` gives
+stored source of the sub-code count and width; `config.patch` (p: one
+position per p x p block of the tokenizer's cells, elm_jax.tokens) sets
+the generator's grid and code width; `config.stage` gives
 causal (ar) or bidirectional (mlm). Training, sampling, conversion and
 elm_jax.aot build the model through `build_transformer`.
 """
@@ -11,6 +13,7 @@ import ml_collections
 from elm_jax.config_error import ConfigError
 from elm_jax.models import resolve_dtypes
 from elm_jax.models.transformer import Transformer
+from elm_jax.tokens import check_patch
 
 
 def parse_split(split: str) -> tuple[int, int]:
@@ -38,26 +41,42 @@ def split_of(config: ml_collections.ConfigDict) -> tuple[int, int]:
   return n, k
 
 
+def patch_of(config: ml_collections.ConfigDict) -> int:
+  """Tokenizer cells per generator position along each side (1 in configs
+  saved before the field existed)."""
+  return int(config.get("patch", 1))
+
+
 def transformer_kwargs(config: ml_collections.ConfigDict, bits: int,
                        grid_size: int) -> dict:
-  """Transformer keyword arguments for `bits`-bit codes on a grid_size^2 grid."""
+  """Transformer keyword arguments for a tokenizer's `bits`-bit codes on its
+  grid_size^2 grid (the model sees p^2 bits-bit codes per position on a
+  grid p times smaller)."""
   n, _ = split_of(config)
+  p = patch_of(config)
   kw = {k: v for k, v in config.model.items() if k != "num_subcodes"}
-  kw.update(bits=bits, grid_size=grid_size, num_subcodes=n,
-            causal=config.stage == "ar")
+  kw.update(bits=bits * p * p, grid_size=check_patch(grid_size, p),
+            num_subcodes=n, causal=config.stage == "ar")
   return resolve_dtypes(kw)
 
 
 def build_transformer(config: ml_collections.ConfigDict, bits: int,
                       grid_size: int, tokenizer: str = "the tokenizer"
                       ) -> Transformer:
-  """The generator's Transformer over a tokenizer's `bits`-bit codes;
-  `tokenizer` names it in the error when the split does not fit."""
+  """The generator's Transformer over a tokenizer's `bits`-bit codes on its
+  grid_size^2 grid; `tokenizer` names it in the error when the split does
+  not fit."""
   n, k = split_of(config)
-  if n * k != bits:
-    fits = [f"{d}-{bits // d}" for d in range(1, bits + 1) if bits % d == 0]
+  p = patch_of(config)
+  per_position = bits * p * p
+  if n * k != per_position:
+    fits = [f"{d}-{per_position // d}" for d in range(1, per_position + 1)
+            if per_position % d == 0]
+    made = (f"{bits}-bit codes" if p == 1 else
+            f"{bits}-bit codes, {p}x{p} of them ({per_position} bits) per "
+            f"position at patch={p}")
     raise ConfigError(
         f"config.split={config.split!r} needs {n} x {k} = {n * k} bits per "
-        f"position, but {tokenizer} makes {bits}-bit codes; choose n-k with "
-        f"n*k = {bits} (one of {', '.join(fits)}).")
+        f"position, but {tokenizer} makes {made}; choose n-k with "
+        f"n*k = {per_position} (one of {', '.join(fits)}).")
   return Transformer(**transformer_kwargs(config, bits, grid_size))

@@ -85,7 +85,7 @@ class Runner:
           lambda p, labels, rng: masked.sample(model, p, labels, rng, settings),
           **shardings)
     self.decoder = jit_decoder(
-        gen.tokenizer.model,
+        gen.tokenizer.model, gen.patch,
         in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh, 3)),
         out_shardings=sharding.batch_sharding(mesh, 4))
     self.batch_size = config.batch_size

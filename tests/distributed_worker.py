@@ -6,15 +6,12 @@ writes this process's copy of every parameter to DUMP/params_<process>.npz.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
+from ml_collections import config_flags
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from elm_jax import distributed  # noqa: E402
-from elm_jax import main as elm_main  # noqa: E402
+from elm_jax import distributed
+from elm_jax import main as elm_main
 
 _DUMP = flags.DEFINE_string("dump", None, "Where to write params_<process>.npz.")
 # The flags of `python -m elm_jax.main`, which defines them only when run.

@@ -9,9 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from config_loading import get_config
 from elm_jax import analyze
 from elm_jax.evaluation import analysis
 from elm_jax.models.transformer import Transformer
+from random_runs import save_random_run
 
 
 def test_token_kl_known_answers():
@@ -100,8 +102,7 @@ def test_commands_write_numbers_plots_and_tensorboard(tmp_path, tiny_tokenizer_d
 @pytest.mark.slow
 def test_attention_command_unstacks_a_scanned_generator(tmp_path, tiny_tokenizer_dir):
   """The imagenet configs (and converted ELM checkpoints) scan their layers."""
-  from conftest import save_random_run, tiny_config
-  config = tiny_config("ar", "tiny,split=2-4")
+  config = get_config("ar", "tiny,split=2-4")
   config.tokenizer.checkpoint = tiny_tokenizer_dir
   config.model.scan_layers = True
   workdir = save_random_run(config, str(tmp_path / "ar_scanned"), step=3)

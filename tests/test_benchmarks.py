@@ -59,7 +59,6 @@ def test_host_matmul_chain_computes_what_xla_computes(library):
   """The numpy / PyTorch rows of `cpu_dots` time the same products as XLA's."""
   if library == "torch":
     pytest.importorskip("torch")
-  sys.path.insert(0, ROOT)
   import jax
   import numpy as np
   from benchmarks import sampler
@@ -81,7 +80,6 @@ def test_ar_model_flops_count_six_per_weight_and_token_plus_attention(layers, di
   """MFU's numerator, counted from the architecture: 6 FLOPs per non-embedding
   weight and token (2 forward, 4 backward) plus 12 L D T^2 per sequence for
   the attention scores and their use, forward and backward."""
-  sys.path.insert(0, ROOT)
   import jax
   import jax.numpy as jnp
   from benchmarks import ar_train_step

@@ -117,6 +117,7 @@ def test_bad_fields_are_named(field, value, match):
     ("ar", "model.attention_impl", "flash",
      "model.attention_impl: 'flash': expected one of"),
     ("ar", "split", "3", "split='3': expected n-k"),
+    ("ar", "patch", 0, "patch: 0: must be a whole number >= 1"),
     ("ar", "optim.decay", "linear", "optim.decay: 'linear': expected one of"),
     ("bae", "optim.decay", "linear", "optim.decay: 'linear': expected one of"),
 ])

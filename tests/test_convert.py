@@ -19,7 +19,7 @@ from elm_jax import checkpointing, convert, generator_config
 from elm_jax.train import frozen_tokenizer
 from pytorch_layouts import (elm_bae_state_dict, llamagen_freqs_cis,
                              numpy_ar_forward, random_ar_state_dict)
-from conftest import subprocess_env as env
+from processes import subprocess_env as env
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REF = ROOT / "tests" / "reference"

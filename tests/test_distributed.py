@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from config_loading import get_config
-from conftest import finished_logs, logged_step, signal_when, two_processes
+from processes import finished_logs, logged_step, signal_when, two_processes
 from elm_jax import checkpointing, distributed
 from elm_jax.data import global_batches
 from elm_jax.metrics import read_jsonl
@@ -141,7 +141,7 @@ def _two_process_argv(tokenizer_dir, workdir, dump):
 
 
 def _cpu_env(devices: int) -> dict:
-  return dict(os.environ, JAX_PLATFORMS="cpu",
+  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import pytest
 
 from elm_jax.train import eval_means

@@ -12,11 +12,11 @@ import grain
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from processes import ROOT
 from elm_jax import bad_input, checkpointing, workdir_lock
 from elm_jax.metrics import read_jsonl
 from elm_jax.train import loop, preemption
-from test_loop import CountingStage, config
+from counting_stage import CountingStage, config
 
 
 def _w(state) -> float:
@@ -154,16 +154,15 @@ def test_storage_errors_are_found_behind_other_errors():
 # A run of the loop with 4 MB of incompressible state, ended as the commands end.
 _DRIVER = """
 import sys
-sys.path[:0] = [{tests!r}, {root!r}]
 import jax
+from counting_stage import CountingStage, config
 from elm_jax.bad_input import exit_on_bad_input
 from elm_jax.train import loop
-from test_loop import CountingStage, config
 
 class Big(CountingStage):
   def init(self, rng):
     state = super().init(rng)
-    return state.replace(model_state={{"noise": jax.random.normal(rng, (1_000_000,))}})
+    return state.replace(model_state={"noise": jax.random.normal(rng, (1_000_000,))})
 
 with exit_on_bad_input("elm_jax.main"):
   loop.train_and_evaluate(config(int(sys.argv[2])), sys.argv[1], Big())
@@ -190,13 +189,14 @@ def test_a_full_or_read_only_disk_ends_in_one_line_and_keeps_the_checkpoints(tmp
   if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
     pytest.skip("needs a private mount namespace (unshare -rm) for a small tmpfs")
   driver = tmp_path / "driver.py"
-  driver.write_text(_DRIVER.format(tests=os.path.dirname(__file__), root=ROOT))
+  driver.write_text(_DRIVER)
   mount = tmp_path / "disk"
   mount.mkdir()
   out = subprocess.run(["unshare", "-rm", "sh", "-c",
                         _SCRIPT.format(mount=mount, driver=driver)],
                        capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu"}).stdout
+                       env={**os.environ, "JAX_PLATFORMS": "cpu",
+                            "PYTHONPATH": f"{ROOT}:{os.path.dirname(__file__)}"}).stdout
   # {command: (status, output, checkpoint steps listed after it)}
   runs = {}
   for block in re.split(r"^== (?=\w+\n)", out, flags=re.M)[1:]:

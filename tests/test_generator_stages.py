@@ -11,7 +11,7 @@ from elm_jax import sharding
 from elm_jax.metrics import read_jsonl
 from elm_jax.train import loop, mlm
 from elm_jax.train.ar import ARStage
-from test_main_bae import run
+from main_command import run
 
 
 def test_mlm_masking_schedule():
@@ -37,6 +37,49 @@ def test_split_must_match_tokenizer_bits(tiny_tokenizer_dir):
   config = get_config("ar", "tiny,split=2-8")
   config.tokenizer.checkpoint = tiny_tokenizer_dir
   with pytest.raises(ValueError, match="needs 2 x 8 = 16 bits.*makes 8-bit"):
+    ARStage(config)
+
+
+def test_patch_makes_one_position_of_each_block_of_cells(tiny_tokenizer_dir):
+  """patch=2 over the tiny tokenizer's 16x16 grid of 8-bit codes: 8x8
+  positions of 4 sub-codes (one per cell), trained from and decoded to the
+  same images as one position per cell."""
+  from elm_jax.sampling.images import decode_tokens
+  config = get_config("ar", "tiny,split=4-8")
+  config.tokenizer.checkpoint = tiny_tokenizer_dir
+  config.patch = 2
+  stage = ARStage(config)
+  assert (stage.model.grid_size, stage.model.bits, stage.length) == (8, 32, 64)
+  per_cell = get_config("ar", "tiny,split=1-8")
+  per_cell.tokenizer.checkpoint = tiny_tokenizer_dir
+  cells = ARStage(per_cell)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8),
+           "label": np.array([1, 7], np.int32)}
+  ids = stage.tokenize(stage.frozen(), batch, None)
+  assert ids.shape == (2, 64, 4)
+  cell_ids = np.asarray(cells.tokenize(cells.frozen(), batch, None))
+  assert cell_ids.shape == (2, 256, 1)
+  # Position (0, 0) holds cells (0, 0), (0, 1), (1, 0), (1, 1) of the 16x16 grid.
+  np.testing.assert_array_equal(ids[:, 0], cell_ids[:, [0, 1, 16, 17], 0])
+  tok = stage.tokenizer
+  np.testing.assert_array_equal(decode_tokens(tok.model, tok.params, ids, patch=2),
+                                decode_tokens(tok.model, tok.params, cell_ids))
+  state = sharding.unbox(jax.jit(stage.init)(jax.random.PRNGKey(0)))
+  _, m = jax.jit(stage.train_step)(state, batch, stage.frozen())
+  # Zero-initialised heads: the first loss is log V exactly (V = 256).
+  np.testing.assert_allclose(float(m["loss"]), np.log(256), rtol=1e-5)
+
+
+def test_patch_must_fit_the_grid_and_the_split(tiny_tokenizer_dir):
+  config = get_config("ar", "tiny,split=2-4")
+  config.tokenizer.checkpoint = tiny_tokenizer_dir
+  config.patch = 2
+  with pytest.raises(ValueError, match=r"needs 2 x 4 = 8 bits.*8-bit codes, 2x2 "
+                     r"of them \(32 bits\) per position at patch=2.*4-8"):
+    ARStage(config)
+  config.patch, config.split = 3, "9-8"
+  with pytest.raises(ValueError, match="patch=3 does not divide the tokenizer's 16x16"):
     ARStage(config)
 
 

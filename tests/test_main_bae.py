@@ -4,7 +4,6 @@ import glob
 import os
 import signal
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -13,24 +12,11 @@ import pytest
 from elm_jax import checkpointing
 from elm_jax.metrics import read_jsonl
 
-from conftest import ROOT, kill_9_when, logged_step, signal_when, subprocess_env as env
+from main_command import main_cmd, run
+from processes import ROOT, kill_9_when, logged_step, signal_when, subprocess_env as env
 
 # Every test here runs commands in subprocesses: the `slow` tier.
 pytestmark = pytest.mark.slow
-
-
-def main_cmd(workdir, *overrides, config="configs/bae.py:tiny"):
-  return [sys.executable, "-m", "elm_jax.main", f"--config={config}",
-          f"--workdir={workdir}", *overrides]
-
-
-def run(workdir, *overrides, timeout=300, config="configs/bae.py:tiny",
-        compilation_cache=None):
-  proc = subprocess.run(main_cmd(workdir, *overrides, config=config), cwd=ROOT,
-                        env=env(compilation_cache),
-                        capture_output=True, text=True, timeout=timeout)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
 
 
 def test_smoke_run_writes_checkpoints_summaries_and_eval(tmp_path):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, kill_9_when, subprocess_env
+from processes import ROOT, kill_9_when, subprocess_env
 
 # Every test here runs commands in subprocesses: the `slow` tier.
 pytestmark = pytest.mark.slow

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from config_loading import get_config
-from conftest import finished_logs, save_tiny_generator, two_processes
+from processes import ROOT, finished_logs, two_processes
+from random_runs import save_random_run, save_tiny_generator
 from elm_jax.sampling import sample_store
 
 # Every test here runs commands in subprocesses: the `slow` tier.
 pytestmark = pytest.mark.slow
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sample_command(gen_dir, out_dir, *flags, devices=8):
@@ -95,6 +94,19 @@ def test_sample_mlm_generator(tiny_tokenizer_dir, tmp_path):
     assert f["arr_0"].shape == (10, 32, 32, 3)
 
 
+def test_sample_patched_generator(tiny_tokenizer_dir, tmp_path):
+  """patch=2: 8x8 positions of four 8-bit sub-codes over the 16x16 tokenizer."""
+  config = get_config("ar", "tiny,split=4-8")
+  config.tokenizer.checkpoint, config.patch = tiny_tokenizer_dir, 2
+  gen = save_random_run(config, str(tmp_path / "ar"), step=3)
+  out = str(tmp_path / "out")
+  proc = run_sample(gen, out, "--config.num_samples=10", "--config.batch_size=8")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with np.load(os.path.join(out, "samples.npz")) as f:
+    assert f["arr_0"].shape == (10, 32, 32, 3)
+    assert f["arr_0"].std() > 0
+
+
 def test_sample_errors_name_the_fix(tiny_ar_dir, tiny_tokenizer_dir, tmp_path):
   from elm_jax import configs_lib, sample
   config = get_config("sample", "tiny")
@@ -126,7 +138,6 @@ def test_resume_refuses_another_tokenizer_checkpoint(tiny_tokenizer_dir, tmp_pat
   """The tokenizer decodes the samples: training it further (a later step)
   or naming another one must not mix decoders in one npz."""
   import shutil
-  from conftest import save_random_run, tiny_config
   from elm_jax import sample
   tok = str(tmp_path / "tok")
   shutil.copytree(tiny_tokenizer_dir, tok)
@@ -141,7 +152,7 @@ def test_resume_refuses_another_tokenizer_checkpoint(tiny_tokenizer_dir, tmp_pat
   with pytest.raises(ValueError, match="other settings.*'tokenizer'"):
     sample.run(config, out)
   config.tokenizer.checkpoint = ""
-  tok_config = tiny_config("bae", "tiny")
+  tok_config = get_config("bae", "tiny")
   tok_config.loss.gan_weight = 0.0
   save_random_run(tok_config, tok, step=5)  # the tokenizer trained on
   with pytest.raises(ValueError, match="other settings.*tokenizer_step"):

@@ -22,6 +22,11 @@ class Generator:
   def stage(self) -> str:
     return self.config.stage
 
+  @property
+  def patch(self) -> int:
+    """Tokenizer cells per position along each side (elm_jax.tokens)."""
+    return generator_config.patch_of(self.config)
+
 
 def load(workdir: str, use_ema: bool = True, tokenizer_dir: str = "") -> Generator:
   """The latest checkpoint of an AR/MLM run in `workdir`.

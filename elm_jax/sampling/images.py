@@ -8,9 +8,10 @@ from elm_jax import tokens as tokens_lib
 from elm_jax.models.bae import Autoencoder
 
 
-def decode_tokens(model: Autoencoder, params, ids):
-  """ids [B, grid^2, N] -> uint8 images [B, H, W, 3] (jit-friendly)."""
-  bits = tokens_lib.subcodes_to_bits(ids, model.bits, model.latent_size)
+def decode_tokens(model: Autoencoder, params, ids, patch: int = 1):
+  """ids [B, (grid/patch)^2, N] -> uint8 images [B, H, W, 3] (jit-friendly)."""
+  bits = tokens_lib.subcodes_to_bits(ids, model.bits, model.latent_size,
+                                     patch=patch)
   x = model.apply({"params": params}, bits, method=Autoencoder.decode)
   return jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.uint8)
 
@@ -30,6 +31,6 @@ def tile(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
   return grid
 
 
-def jit_decoder(model: Autoencoder, **jit_kwargs):
-  return jax.jit(lambda params, ids: decode_tokens(model, params, ids),
+def jit_decoder(model: Autoencoder, patch: int = 1, **jit_kwargs):
+  return jax.jit(lambda params, ids: decode_tokens(model, params, ids, patch),
                  **jit_kwargs)

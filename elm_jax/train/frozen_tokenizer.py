@@ -51,8 +51,8 @@ def probabilities(model: Autoencoder, params: Any, images: jax.Array) -> jax.Arr
   return model.apply({"params": params}, x, method=model.encode).probs
 
 
-def sample_subcodes(probs: jax.Array, num_subcodes: int, rng: jax.Array | None
-                    ) -> jax.Array:
-  """Bernoulli bits (threshold when rng is None) -> ids [B, h*w, n]."""
+def sample_subcodes(probs: jax.Array, num_subcodes: int, rng: jax.Array | None,
+                    patch: int = 1) -> jax.Array:
+  """Bernoulli bits (threshold when rng is None) -> ids [B, (h/p)*(w/p), n]."""
   bits = (probs > 0.5) if rng is None else jax.random.bernoulli(rng, probs)
-  return tokens.bits_to_subcodes(bits, num_subcodes)
+  return tokens.bits_to_subcodes(bits, num_subcodes, patch)

@@ -42,7 +42,8 @@ class GeneratorStage:
         config, k, self.tokenizer.grid_size,
         f"the tokenizer in {config.tokenizer.checkpoint}")
     self.num_subcodes = self.model.num_subcodes
-    self.length = self.tokenizer.grid_size ** 2
+    self.patch = generator_config.patch_of(config)
+    self.length = self.model.grid_size ** 2
     size = self.tokenizer.config.data.image_size
     if size != config.data.image_size:
       raise ConfigError(
@@ -122,7 +123,8 @@ class GeneratorStage:
     else:
       probs = frozen_tokenizer.probabilities(self.tokenizer.model,
                                              frozen["tokenizer"], batch["image"])
-    return frozen_tokenizer.sample_subcodes(probs, self.num_subcodes, rng)
+    return frozen_tokenizer.sample_subcodes(probs, self.num_subcodes, rng,
+                                            self.patch)
 
   # ---------------------------------------------------------------- steps
   def loss(self, params, ids, labels, rng, train: bool):
