@@ -28,7 +28,8 @@ import optax  # noqa: E402
 
 from benchmarks.device_rates import matmul_peak  # noqa: E402
 from elm_jax.models import DTYPES  # noqa: E402
-from elm_jax.models.transformer import (ATTENTION_IMPLS, SIZES, Transformer,  # noqa: E402
+from elm_jax.models.attention import ATTENTION_IMPLS  # noqa: E402
+from elm_jax.models.transformer import (SIZES, Transformer,  # noqa: E402
                                         next_token_loss)
 from elm_jax.train import optim  # noqa: E402
 

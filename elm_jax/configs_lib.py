@@ -9,7 +9,8 @@ import ml_collections
 
 from elm_jax import generator_config
 from elm_jax.config_error import ConfigError
-from elm_jax.models.transformer import ATTENTION_IMPLS, REMAT_POLICIES
+from elm_jax.models.attention import ATTENTION_IMPLS
+from elm_jax.models.transformer import REMAT_POLICIES
 from elm_jax.train.optim import DECAYS
 
 

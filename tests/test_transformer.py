@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from elm_jax import sharding, tokens
+from elm_jax.models.attention import causal_attention, single_query_attention
 from elm_jax.models.rope import apply_rope, rope_2d_table
-from elm_jax.models.transformer import (Transformer, causal_attention,
-                                        cross_entropy, single_query_attention)
+from elm_jax.models.transformer import Transformer, cross_entropy
 
 TINY = dict(num_layers=2, dim=64, num_heads=2, head_dim=32, num_classes=10,
             bits=8, num_subcodes=2, grid_size=4)

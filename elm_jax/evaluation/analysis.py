@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from elm_jax.models.transformer import Attention, Transformer
+from elm_jax.models.attention import Attention
+from elm_jax.models.transformer import Transformer
 
 
 # ---------------------------------------------------------------- token randomness
