@@ -20,6 +20,7 @@ from elm_jax.weights import state_dict_io
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_split_override_and_suggestions(tiny_tokenizer_dir):
   config = get_config("ar", "tiny")  # split 2-8
   config.tokenizer.checkpoint = tiny_tokenizer_dir

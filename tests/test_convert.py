@@ -193,6 +193,7 @@ def test_mlm_reference_through_cli(tmp_path, tokenizers):
     np.testing.assert_allclose(got.reshape(out[ref].shape), out[ref], atol=ATOL)
 
 
+@pytest.mark.slow
 def test_other_ar_size_and_split(tmp_path, tokenizers):
   """5 sub-codes of 2 bits, width 192 (3 heads), 3 layers, a non-default MLP."""
   sd = random_ar_state_dict(1, layers=3, dim=192, mlp=320, classes=7, n=5, bits=2)

@@ -29,6 +29,7 @@ def test_shapes_and_param_count_256():
   assert set(variables['batch_stats']) == {'bn1', 'bn2', 'bn3'}
 
 
+@pytest.mark.slow
 def test_forward_32_and_init_statistics():
   model = d.PatchDiscriminator(ndf=8)
   x = _images((2, 32, 32, 3))

@@ -36,6 +36,7 @@ def _fmnist(n):
                    for i in range(n)])
 
 
+@pytest.mark.slow
 def test_scores_cache_outputs_and_reconstructions(tmp_path, random_inception, optimised,
                                                   tiny_tokenizer_dir):
   images = _fmnist(N)

@@ -40,6 +40,7 @@ def test_split_must_match_tokenizer_bits(tiny_tokenizer_dir):
     ARStage(config)
 
 
+@pytest.mark.slow
 def test_patch_makes_one_position_of_each_block_of_cells(tiny_tokenizer_dir):
   """patch=2 over the tiny tokenizer's 16x16 grid of 8-bit codes: 8x8
   positions of 4 sub-codes (one per cell), trained from and decoded to the

@@ -198,6 +198,7 @@ def test_vq_picks_nearest_code():
   np.testing.assert_allclose(float(out.metrics['codebook_usage']), used)
 
 
+@pytest.mark.slow
 def test_vq_straight_through_reaches_encoder_and_codebook():
   model, params = _vq()
   h = _h(4)

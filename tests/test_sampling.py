@@ -207,6 +207,7 @@ def test_top_k_and_top_p_filters():
     SamplerSettings(temperature=0.0)
 
 
+@pytest.mark.slow
 def test_maskgit_keeps_decoded_tokens_and_ends_unmasked():
   model = tiny(causal=False)
   params = random_params(model, seed=4)

@@ -35,6 +35,7 @@ def random_tokens(model, t, seed=1, batch=2):
                             0, model.vocab_size)
 
 
+@pytest.mark.slow
 def test_ar_is_causal():
   model = Transformer(**TINY)
   params = init(model)
@@ -238,6 +239,7 @@ def test_causal_attention_in_query_blocks_is_masked_attention(blocks, length):
 
 
 @pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.slow
 def test_jax_attention_impl_matches_einsum(causal):
   """attention_impl="jax" (jax.nn.dot_product_attention; XLA's on CPU) gives
   the same logits and gradients as the einsum path, in train mode too."""
