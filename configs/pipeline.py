@@ -44,7 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The GAN and LPIPS have tests of their own; here they would only add compiles.
     c.tokenizer.loss.update(gan_weight=0.0, perceptual_weight=0.0)
     c.tokenizer.eval.lpips = False
-    c.generator = _stage_config(generator, "tiny,split=2-4")
+    # Patch 2 as in the default: 8x8 positions of four 8-bit sub-codes.
+    c.generator = _stage_config(generator, "tiny,split=4-8")
+    c.generator.patch = 2
     c.sample = _stage_config("sample", "tiny")
     c.sample.num_samples, c.sample.batch_size = 20, 10
     c.sample.grid = dict(per_class=2, classes=10)

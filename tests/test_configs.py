@@ -243,3 +243,15 @@ def test_mesh_shape_and_batch_divisibility():
   mesh = sharding.make_mesh({"data": 2, "fsdp": 4, "tensor": 1})
   with pytest.raises(ValueError, match="batch_size=12 is not divisible"):
     sharding.check_batch(12, mesh)
+
+
+def test_pipeline_default_generator_reads_blocks_of_cells():
+  """configs/pipeline.py: size S over 2x2 blocks of the 16x16 grid of 8-bit
+  codes that its tokenizer makes (8x8 positions, four 256-way sub-codes)."""
+  config = get_config("pipeline")
+  tok = config.tokenizer
+  grid = tok.data.image_size // 2 ** (len(tok.model.ch_mult) - 1)
+  model = generator_config.build_transformer(config.generator, tok.model.bits, grid)
+  assert (grid, tok.model.bits) == (16, 8)
+  assert (model.grid_size, model.bits, model.num_subcodes, model.vocab_size) == (8, 32, 4, 256)
+  assert (model.num_layers, model.dim) == (4, 256)
