@@ -1,8 +1,12 @@
 """Commands run by tests: their environment, signals at the right moment, two-process runs."""
 
 import contextlib
+import json
 import os
+import signal
+import socket
 import subprocess
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +30,6 @@ def subprocess_env(compilation_cache=None) -> dict:
 def signal_when(proc, ready, signum, timeout: float = 300, what: str = "") -> None:
   """Sends `signum` to `proc` as soon as `ready()` holds; fails if the
   process ended first. Does not wait for it to end."""
-  import time
   deadline = time.time() + timeout
   while not ready() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
@@ -38,14 +41,12 @@ def signal_when(proc, ready, signum, timeout: float = 300, what: str = "") -> No
 def kill_9_when(proc, path: str, timeout: float = 300) -> None:
   """Sends SIGKILL to `proc` as soon as `path` exists (e.g. a checkpoint's
   commit_success.txt) and waits for it to end."""
-  import signal
   signal_when(proc, lambda: os.path.exists(path), signal.SIGKILL, timeout, f"{path} appeared")
   proc.wait()
 
 
 def logged_step(workdir: str, key: str) -> int:
   """The last step of workdir/metrics.jsonl with `key` (0 when none yet)."""
-  import json
   try:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       rows = [json.loads(line) for line in f if line.endswith("\n")]
@@ -56,7 +57,6 @@ def logged_step(workdir: str, key: str) -> int:
 
 def free_port() -> int:
   """A TCP port free on this machine now (for a jax.distributed coordinator)."""
-  import socket
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]

@@ -16,8 +16,7 @@ from elm_jax.models import resolve_dtypes
 from elm_jax.train import frozen_tokenizer, optim
 from elm_jax.train.ar import ARStage
 from elm_jax.weights import state_dict_io
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from processes import ROOT
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from processes import ROOT
 
 
 def run_script(name, args, monkeypatch):
