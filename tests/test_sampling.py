@@ -25,12 +25,17 @@ def tiny(causal=True, scan_layers=False, grid=4, subcodes=2):
 def random_params(model, seed=0):
   """Init, then perturb everything (the heads start at zero: all ties)."""
   t = model.grid_size ** 2 - int(model.causal)
-  params = model.init(jax.random.key(seed), jnp.zeros((1, t, model.num_subcodes),
-                      jnp.int32), jnp.zeros((1,), jnp.int32))["params"]
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  return jax.tree.unflatten(tree, [l + 0.1 * jax.random.normal(k, l.shape)
-                                   for l, k in zip(leaves, keys)])
+
+  @jax.jit  # one compile instead of an eager dispatch per op: seconds saved
+  def init(key):
+    params = model.init(key, jnp.zeros((1, t, model.num_subcodes), jnp.int32),
+                        jnp.zeros((1,), jnp.int32))["params"]
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    return jax.tree.unflatten(tree, [l + 0.1 * jax.random.normal(k, l.shape)
+                                     for l, k in zip(leaves, keys)])
+
+  return init(jax.random.key(seed))
 
 
 @pytest.mark.parametrize("scan_layers", [False, True])
@@ -44,9 +49,9 @@ def test_cached_logits_equal_full_forward_at_every_step(scan_layers):
                                                      jax.random.key(3))
   assert tokens.shape == (3, 16, 2) and logits.shape == (6, 16, 2, 16)
   both = jnp.concatenate([labels, jnp.full_like(labels, NULL)])
-  full, _ = model.apply({"params": params},
-                        jnp.concatenate([tokens, tokens])[:, :-1],
-                        both)  # [6, 16, 2, 16]: position s sees cells < s
+  full, _ = jax.jit(model.apply)({"params": params},
+                                 jnp.concatenate([tokens, tokens])[:, :-1],
+                                 both)  # [6, 16, 2, 16]: position s sees cells < s
   np.testing.assert_allclose(logits, full, atol=1e-5, rtol=0)
 
 
