@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  deterministic=False, codebook_size=16384, code_dim=8,
                  commitment_weight=0.25,
                  entropy_weight=0.1 if a.quantizer == "lfq" else 0.0,
-                 dtype="float32")
+                 style="elm", pixel_range="unit", dtype="float32")
   if a.quantizer == "vq" and (a.tiny or name == "fmnist"):
     c.model.codebook_size = 1024
 

@@ -11,7 +11,7 @@ from elm_jax.generator_config import parse_split
 from elm_jax.models.transformer import SIZES
 
 # The arguments of configs/ar.py and configs/mlm.py, with their defaults.
-GENERATOR_ARGS = dict(tiny=False, imagenet=False, size="XS", split="2-8")
+GENERATOR_ARGS = dict(tiny=False, imagenet=False, size="XS", split="auto")
 
 
 def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
@@ -39,7 +39,8 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
   if a.imagenet:
     c.data.update(source="tfds", name="imagenet2012", eval_split="validation",
                   image_size=256, num_classes=1000, worker_count=8)
-  # n-k: n sub-codes of k bits per grid cell (elm_jax.generator_config
+  # n-k: n sub-codes of k bits per grid cell; auto: two of K/2 bits for
+  # K-bit codes, a VQ tokenizer's ids whole (elm_jax.generator_config
   # derives the model's sub-code count and vocabulary from it).
   c.split = a.split
   # Tokenizer cells per generator position along each side (elm_jax.tokens):

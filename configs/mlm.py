@@ -7,7 +7,8 @@
 
 Arguments: size=tiny|XS|S|B|L|XL|XXL|2B (default XS, S with `imagenet`,
 tiny with `tiny`), split=n-k (n sub-codes of k bits; the tokenizer's K must
-equal n*k), `tiny` or `imagenet`. A size or split given here wins over the
+equal n*k) or split=auto (the default: two sub-codes of K/2 bits; a VQ
+tokenizer's codebook ids whole), `tiny` or `imagenet`. A size or split given here wins over the
 variant's.
 """
 

@@ -30,7 +30,9 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.stage = "sample"
   c.seed = 0
-  c.generator = dict(checkpoint="", use_ema=True)
+  # dtype: the generator's compute dtype ("": its own config's); float32
+  # reproduces a converted PyTorch model's float32 tokens exactly.
+  c.generator = dict(checkpoint="", use_ema=True, dtype="")
   # Empty: the tokenizer named in the generator's config.
   c.tokenizer = dict(checkpoint="")
   c.sampler = dict(cfg_scale=2.0, cfg_schedule="linear", temperature=1.0,

@@ -84,6 +84,7 @@ def code_ids(tok: frozen_tokenizer.FrozenTokenizer, images: np.ndarray, num_subc
 def token_randomness(tokenizer: str, num_images: int, out_dir: str,
                      num_subcodes: int = 0, seed: int = 0) -> dict:
   tok = frozen_tokenizer.load(tokenizer, flag="--tokenizer")
+  frozen_tokenizer.require_binary(tok, tokenizer, "the token-randomness analysis")
   k = tok.bits
   n = num_subcodes or (k // 8 if k % 8 == 0 else 1)
   vocab = 2 ** tokens.check_split(k, n)

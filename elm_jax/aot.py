@@ -111,7 +111,7 @@ def target_devices(target: Target) -> list:
 
 
 # ------------------------------------------------------------------ stages
-def _tokenizer_config(config, bits: int):
+def _tokenizer_config(config, bits: int | None):
   """The tokenizer's config: its checkpoint's, or configs/bae.py at this size."""
   ckpt_dir = config.tokenizer.checkpoint
   if ckpt_dir and os.path.isdir(os.path.join(ckpt_dir, checkpointing.CHECKPOINT_DIR)):
@@ -124,13 +124,13 @@ def _tokenizer_config(config, bits: int):
   if variant is None:
     raise ValueError(f"config.data.image_size={config.data.image_size}: no "
                      "configs/bae.py variant; set config.tokenizer.checkpoint.")
-  return module.get_config(f"{variant},bits={bits}")
+  return module.get_config(variant if bits is None else f"{variant},bits={bits}")
 
 
 def abstract_tokenizer(config):
   """A FrozenTokenizer whose params are ShapeDtypeStructs (no weights read)."""
-  n, k = generator_config.split_of(config)
-  bits = n * k
+  split = generator_config.split_of(config)  # None: split=auto
+  bits = None if split is None else split[0] * split[1]
   tok_config = _tokenizer_config(config, bits)
   model = build_autoencoder(tok_config.model)
   size = tok_config.data.image_size

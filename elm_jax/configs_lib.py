@@ -10,6 +10,7 @@ import ml_collections
 from elm_jax import generator_config
 from elm_jax.config_error import ConfigError
 from elm_jax.models.attention import ATTENTION_IMPLS
+from elm_jax.models.bae import PIXEL_RANGES, STYLES
 from elm_jax.models.transformer import REMAT_POLICIES
 from elm_jax.train.optim import DECAYS
 
@@ -132,6 +133,13 @@ def _validate_bae(config: ml_collections.ConfigDict) -> None:
   m, d = config.model, config.data
   require(m.quantizer in ("binary", "vq", "lfq"), "model.quantizer",
           f"{m.quantizer!r}: expected 'binary', 'vq' or 'lfq'.")
+  # Saved configs from before these fields existed build the defaults.
+  style, pixel_range = m.get("style", "elm"), m.get("pixel_range", "unit")
+  require(style in STYLES, "model.style",
+          f"{style!r}: expected one of {', '.join(map(repr, STYLES))}.")
+  require(pixel_range in PIXEL_RANGES, "model.pixel_range",
+          f"{pixel_range!r}: expected one of "
+          f"{', '.join(map(repr, PIXEL_RANGES))}.")
   require(m.resolution == d.image_size, "model.resolution",
           f"{m.resolution} differs from data.image_size={d.image_size}.")
   factor = 2 ** (len(m.ch_mult) - 1)

@@ -5,7 +5,10 @@
       --tokenizer=workdirs/bae20 --out=workdirs/elm_L
   python -m elm_jax.convert --from=elm-mlm --src=MLM-1-16.pth \
       --tokenizer=workdirs/bae16 --out=workdirs/mlm_L
-  python -m elm_jax.convert --from=llamagen-gpt --src=c2i_L_256.pt --out=workdirs/llamagen_L
+  python -m elm_jax.convert --from=llamagen-vq --src=vq_ds16_c2i.pt \
+      --out=workdirs/llamagen_vq
+  python -m elm_jax.convert --from=llamagen-gpt --src=c2i_L_256.pt \
+      --tokenizer=workdirs/llamagen_vq --out=workdirs/llamagen_L
 
 --src: .pt/.pth/.th (needs torch) or .npz of the state dict. --out becomes a
 workdir like a training run's: an orbax checkpoint (elm_jax.checkpointing:
@@ -34,20 +37,25 @@ from absl import flags
 from ml_collections import config_flags
 
 from elm_jax import atomic_files, checkpointing, configs_lib, generator_config, sharding
+from elm_jax.models.bae import build_autoencoder
 from elm_jax.models.transformer import SIZES
-from elm_jax.train import optim
+from elm_jax.tokens import Codes
+from elm_jax.train import frozen_tokenizer, optim
 from elm_jax.train.ar import ARStage
 from elm_jax.train.bae import TokenizerStage
 from elm_jax.train.mlm import MLMStage
 from elm_jax.train.state import TrainState
-from elm_jax.weights import architecture, state_dict_io, torch_bae, torch_llamagen
+from elm_jax.weights import (architecture, state_dict_io, torch_bae,
+                             torch_llamagen, torch_llamagen_vq)
 from elm_jax.weights.torch_transformer import transformer_params_from_torch
 from elm_jax.weights.tree_check import check_against
 
-KINDS = ("elm-bae", "elm-ar", "elm-mlm", "llamagen-gpt")
+KINDS = ("elm-bae", "elm-ar", "elm-mlm", "llamagen-vq", "llamagen-gpt")
+BAE_KINDS = ("elm-bae", "llamagen-vq")  # tokenizers
 _USAGE = ("usage: python -m elm_jax.convert --from={" + "|".join(KINDS) + "} "
           "--src=FILE --out=DIR [--config=configs/...py:args] "
-          "[--tokenizer=BAE_WORKDIR] [--step=N] [--overwrite]")
+          "[--tokenizer=TOKENIZER_WORKDIR] [--grid_size=N] [--image_size=N] "
+          "[--step=N] [--overwrite]")
 
 
 # Compiled once and run once: optimisation passes would cost more than they save.
@@ -76,24 +84,61 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return configs_lib.load_module(full).get_config(arg or None)
 
 
-def default_config_spec(kind: str, facts: dict) -> str:
-  """The --config a released file of this kind uses, from its shapes."""
+def default_config_spec(kind: str, facts: dict, codes=None) -> str:
+  """The --config a released file of this kind uses, from its shapes (and
+  the tokenizer's `codes`: a VQ tokenizer's ids take split=auto)."""
   if kind == "elm-bae":
     return f"configs/bae.py:imagenet,bits={facts['bits'].value}"
-  n, k = facts["split"].value
+  if kind == "llamagen-vq":
+    return "configs/bae.py:imagenet,quantizer=vq"
+  if codes is not None and codes.are_ids:
+    split = "auto"
+  elif "split" in facts:
+    split = "{}-{}".format(*facts["split"].value)
+  else:
+    vocab = facts["vocab_size"]
+    raise ConversionError(
+        f"PyTorch {vocab.key}: {vocab.value} entries is not a power of two, so "
+        "not a vocabulary of bits; pass --tokenizer=DIR with a VQ tokenizer of "
+        f"{vocab.value} codes.")
   if kind == "llamagen-gpt":
-    return f"configs/ar.py:imagenet,size=B,split={n}-{k}"
+    return f"configs/ar.py:imagenet,size=B,split={split}"
   size = architecture.match_size(SIZES, facts)
   if size is None:
     raise ConversionError(
         f"No size in configs ({', '.join(f'{s}={v[:2]}' for s, v in SIZES.items())}"
         f") has {facts['num_layers'].value} layers of width "
-        f"{facts['dim'].value}; pass --config=configs/{kind[4:]}.py:split={n}-{k} "
+        f"{facts['dim'].value}; pass --config=configs/{kind[4:]}.py:split={split} "
         "with --config.model.num_layers, dim, num_heads, head_dim.")
-  return f"configs/{kind[4:]}.py:imagenet,size={size},split={n}-{k}"
+  return f"configs/{kind[4:]}.py:imagenet,size={size},split={split}"
 
 
-def _llamagen_defaults(config, facts, grid: int) -> None:
+def _llamagen_vq_config(config, facts: dict, image_size: int,
+                        default: bool) -> None:
+  """LlamaGen's VQ architecture in a configs/bae.py config: set from the
+  file's shapes for the default config, else checked against --config."""
+  arch = dict(facts)
+  levels = len(arch["ch_mult"])
+  if image_size % 2 ** (levels - 1):
+    raise ConversionError(f"--image_size={image_size} is not divisible by the "
+                          f"tokenizer's downsampling {2 ** (levels - 1)}.")
+  want = dict(arch, quantizer="vq", style="llamagen", pixel_range="symmetric",
+              resolution=image_size,
+              attn_resolutions=(image_size // 2 ** (levels - 1),))
+  if default:
+    config.model.update(want)
+    config.data.image_size = image_size
+    return
+  m = config.model
+  bad = [f"model.{k}: the file needs {v!r}, the config has {m[k]!r}"
+         for k, v in want.items() if k in m and tuple(np.atleast_1d(m[k])) !=
+         tuple(np.atleast_1d(v))]
+  if bad:
+    raise ConversionError("The state dict does not fit --config: "
+                          + "; ".join(bad) + ".")
+
+
+def _llamagen_defaults(config, facts, grid: int, tok) -> None:
   name = architecture.match_size(torch_llamagen.LLAMAGEN_SIZES, facts)
   if name is None:
     raise ConversionError(
@@ -104,18 +149,28 @@ def _llamagen_defaults(config, facts, grid: int) -> None:
   layers, dim, heads = torch_llamagen.LLAMAGEN_SIZES[name]
   config.model.update(num_layers=layers, dim=dim, num_heads=heads,
                       head_dim=dim // heads)
-  config.data.image_size = 16 * grid  # LlamaGen's VQGAN downsamples 16x
+  if tok is None:
+    config.data.image_size = 16 * grid  # LlamaGen's VQGAN downsamples 16x
   print(f"LlamaGen size: {name}")
 
 
 # ------------------------------------------------------------------- state
 
 
+def _torch_layout(shape: tuple) -> tuple:
+  """A conv kernel HWIO -> PyTorch's OIHW, a Dense kernel [in, out] -> [out, in]."""
+  if len(shape) == 4:
+    h, w, i, o = shape
+    return (o, i, h, w)
+  return tuple(reversed(shape)) if len(shape) == 2 else tuple(shape)
+
+
 def _check_shapes(expected: Any, params: Any, sources: dict) -> None:
   want = {jax.tree_util.keystr(p): tuple(v.shape)
           for p, v in jax.tree_util.tree_leaves_with_path(expected)}
-  bad = [f"PyTorch {sources.get(k, '?')!r} gives {tuple(np.shape(v))} for "
-         f"{k}, the model expects {want[k]}"
+  bad = [f"PyTorch {sources.get(k, '?')!r} has shape "
+         f"{_torch_layout(np.shape(v))}, expected {_torch_layout(want[k])} "
+         f"(for the model's {k}, {want[k]})"
          for p, v in jax.tree_util.tree_leaves_with_path(params)
          if (k := jax.tree_util.keystr(p)) in want
          and tuple(np.shape(v)) != want[k]]
@@ -136,14 +191,17 @@ def _same_tree(abstract: Any, state: Any) -> None:
                          f"has {a.dtype}.")
 
 
-def bae_state(sd: dict, config, step: int):
-  """(TrainState, stage) of a tokenizer run holding the imported autoencoder."""
+def bae_state(sd: dict, config, step: int, kind: str = "elm-bae"):
+  """(TrainState, stage) of a tokenizer run holding the imported autoencoder
+  (ELM's BAE, or LlamaGen's VQ for kind llamagen-vq)."""
   arch = dict(config.model)
   stage = TokenizerStage(config)
   rng = jax.random.PRNGKey(config.seed)
   abstract = sharding.unbox(jax.eval_shape(stage.init, rng))
-  params = torch_bae.bae_params_from_torch(sd, **arch)
-  _check_shapes(abstract.ema_params, params, torch_bae.torch_sources(sd, **arch))
+  layout = torch_llamagen_vq if kind == "llamagen-vq" else torch_bae
+  params = (torch_llamagen_vq.vq_params_from_torch(sd, **arch)
+            if kind == "llamagen-vq" else torch_bae.bae_params_from_torch(sd, **arch))
+  _check_shapes(abstract.ema_params, params, layout.torch_sources(sd, **arch))
   ae = jax.tree.map(jnp.asarray, params)
   # As TokenizerStage.init, without compiling the autoencoder's forward; the
   # discriminator (not in ELM's release) starts fresh, as in training.
@@ -164,13 +222,24 @@ def bae_state(sd: dict, config, step: int):
 
 
 def generator_state(kind: str, sd: dict, config, facts: dict, grid_size: int,
-                    step: int):
-  """(TrainState, stage or None) of an AR / MLM run holding the imported model."""
+                    step: int, tok=None):
+  """(TrainState, stage or None) of an AR / MLM run holding the imported model
+  over the FrozenTokenizer `tok` (None: llamagen-gpt on a grid_size^2 grid)."""
   rng = jax.random.PRNGKey(config.seed)
-  n, k = generator_config.split_of(config)
-  # The file is checked in full before the tokenizer is read; parameter
-  # shapes do not depend on the grid (2D RoPE has no weights).
-  model = generator_config.build_transformer(config, n * k, grid_size)
+  if tok is None:
+    split = generator_config.split_of(config)
+    if split is None:
+      raise ConversionError(
+          "split=auto follows a tokenizer; without --tokenizer pass "
+          "--config=configs/ar.py:split=n-k (the file's: "
+          "{}-{}).".format(*facts["split"].value))
+    codes = Codes(grid_size, bits=split[0] * split[1])
+  else:
+    codes = tok.codes
+  model = generator_config.build_transformer(config, codes)
+  architecture.check_grid(facts, model.grid_size,
+                          f"the tokenizer {config.tokenizer.checkpoint} makes"
+                          if tok else "--grid_size gives")
   if "freqs_cis" in sd:
     torch_llamagen.check_freqs_cis(sd.pop("freqs_cis"), model.head_dim,
                                    model.rope_base)
@@ -178,17 +247,14 @@ def generator_state(kind: str, sd: dict, config, facts: dict, grid_size: int,
               if f.name not in ("parent", "name")}
   params = jax.tree.map(jnp.asarray, transformer_params_from_torch(sd, **model_kw))
   stage, abstract = None, None
-  if config.tokenizer.checkpoint:
+  if tok is not None:
     stage_class = MLMStage if kind == "elm-mlm" else ARStage
-    stage = stage_class(config)  # checks bits (n*k = K) and image size
+    stage = stage_class(config, tok)  # checks the split and the image size
     tx = stage.tx
-    architecture.check_grid(facts, stage.tokenizer.grid_size,
-                            f"the tokenizer {config.tokenizer.checkpoint} makes")
     abstract = sharding.unbox(jax.eval_shape(stage.init, rng))
-  else:  # llamagen-gpt without a BAE: bits and grid go into the config.
-    architecture.check_grid(facts, grid_size, "--grid_size gives")
+  else:  # llamagen-gpt without a tokenizer: bits and grid go into the config.
     with config.unlocked():
-      config.model.bits, config.model.grid_size = n * k, grid_size
+      config.model.bits, config.model.grid_size = codes.bits, grid_size
     tx = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
   state = TrainState(step=jnp.asarray(step, jnp.int32), params=params,
                      opt_state=_fast_jit(tx.init)(params), ema_params=params,
@@ -243,7 +309,8 @@ def write_workdir(out: str, step: int, state, data_iter, config,
 
 def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
             step: int = 0, overwrite: bool = False, prefer_ema: bool = True,
-            allow_pickle: bool = False, grid_size: int = 0) -> str:
+            allow_pickle: bool = False, grid_size: int = 0,
+            image_size: int = 0) -> str:
   """Converts `src` into the workdir `out`; returns its checkpoint directory."""
   if kind not in KINDS:
     raise ConversionError(f"--from={kind!r}: expected one of {KINDS}.")
@@ -254,8 +321,11 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
   if _has_checkpoint(out) and not overwrite:
     raise ConversionError(f"--out={out} already holds a checkpoint; pass "
                           "--overwrite to replace it, or choose another --out.")
-  if tokenizer and kind == "elm-bae":
-    raise ConversionError("--tokenizer is for generators, not --from=elm-bae.")
+  if tokenizer and kind in BAE_KINDS:
+    raise ConversionError(f"--tokenizer is for generators, not --from={kind}.")
+  if image_size and kind != "llamagen-vq":
+    raise ConversionError("--image_size is for --from=llamagen-vq; a generator "
+                          "takes its images' size from --tokenizer.")
   sd, notes = state_dict_io.read_state_dict(src, prefer_ema, allow_pickle)
   if kind == "llamagen-gpt":
     sd, more = torch_llamagen.to_elm_keys(sd)
@@ -265,21 +335,27 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
     notes += more
   for note in notes:
     print(f"{src}: {note}")
-  facts = (architecture.infer_bae(sd) if kind == "elm-bae" else
-           architecture.infer_transformer(sd, causal=kind != "elm-mlm"))
+  if kind == "elm-bae":
+    facts = architecture.infer_bae(sd)
+  elif kind == "llamagen-vq":
+    facts = torch_llamagen_vq.infer_architecture(sd)
+  else:
+    facts = architecture.infer_transformer(sd, causal=kind != "elm-mlm")
+  tok = None
+  if tokenizer and kind not in BAE_KINDS:
+    tok = frozen_tokenizer.load(os.path.abspath(tokenizer), "--tokenizer")
   spec = "--config"
   if config is None:
-    spec = default_config_spec(kind, facts)
+    spec = default_config_spec(kind, facts, tok.codes if tok else None)
     config = load_config(spec)
     print(f"config: {spec}")
-  stage = {"elm-bae": "bae", "elm-mlm": "mlm"}.get(kind, "ar")
+  stage = {"elm-bae": "bae", "llamagen-vq": "bae", "elm-mlm": "mlm"}.get(kind, "ar")
   if config.stage != stage:
     raise ConversionError(f"--from={kind} makes a {stage!r} run but --config is "
                           f"a {config.stage!r} config; pass configs/{stage}.py.")
-  grid = grid_size or getattr(facts.get("grid_size"), "value", 16)
-  if kind == "llamagen-gpt" and spec != "--config":
-    _llamagen_defaults(config, facts, grid)
-  if kind != "elm-bae":
+  if kind == "llamagen-vq":
+    _llamagen_vq_config(config, facts, image_size or 256, spec != "--config")
+  if kind not in BAE_KINDS:
     if tokenizer:
       config.tokenizer.checkpoint = os.path.abspath(tokenizer)
     if kind != "llamagen-gpt" and not config.tokenizer.checkpoint:
@@ -289,19 +365,44 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
     if grid_size and config.tokenizer.checkpoint:
       raise ConversionError("--grid_size is for llamagen-gpt without "
                             "--tokenizer; the tokenizer fixes the grid.")
+  if tok is None and kind not in BAE_KINDS and config.tokenizer.checkpoint:
+    tok = frozen_tokenizer.load(config.tokenizer.checkpoint,
+                                "config.tokenizer.checkpoint")
+  if tok is not None:
+    grid_size = tok.grid_size
+    if spec != "--config":  # the default config: the tokenizer's images
+      config.data.image_size = tok.config.data.image_size
+  elif kind == "llamagen-gpt" and not grid_size:
+    fact = facts.get("grid_size")
+    raise ConversionError(
+        "--from=llamagen-gpt without --tokenizer needs --grid_size (16 for "
+        "256x256 models, 24 for 384x384)"
+        + (f"; the file's {fact.key} implies {fact.value}." if fact else
+           ": the file does not say."))
+  if kind == "llamagen-gpt" and spec != "--config":
+    _llamagen_defaults(config, facts, grid_size, tok)
   check = config
   if kind == "llamagen-gpt" and not config.tokenizer.checkpoint:
-    check = ml_collections.ConfigDict(config.to_dict())  # no BAE to name
+    check = ml_collections.ConfigDict(config.to_dict())  # no tokenizer to name
     check.tokenizer.checkpoint = "(none: LlamaGen's VQ tokenizer)"
   configs_lib.validate(check)
   config_flag = ("--config=" + spec.partition(":")[0] if spec != "--config"
                  else "--config=FILE")
-  if kind == "elm-bae":
-    architecture.check_bae(facts, config.model)
-    state, _ = bae_state(sd, config, step)
+  if kind in BAE_KINDS:
+    if kind == "elm-bae":
+      architecture.check_bae(facts, config.model)
+    print(f"tokenizer: {config.data.image_size}x{config.data.image_size} images "
+          f"-> a {build_autoencoder(config.model).latent_size}^2 grid")
+    state, _ = bae_state(sd, config, step, kind)
   else:
-    architecture.check_transformer(facts, config, config_flag)
-    state, _ = generator_state(kind, sd, config, facts, grid, step)
+    architecture.check_transformer(facts, config, config_flag,
+                                   tok.codes if tok else None)
+    state, _ = generator_state(kind, sd, config, facts, grid_size, step, tok)
+  print(f"dtype: model.dtype={config.model.dtype} (compute), "
+        f"model.param_dtype={config.model.get('param_dtype', 'float32')}"
+        + ("; sample with --config.generator.dtype=float32 to reproduce the "
+           "PyTorch float32 reference exactly"
+           if kind not in BAE_KINDS and config.model.dtype != "float32" else ""))
   provenance = dict(src=os.path.abspath(src), kind=kind, step=step,
                     config=spec, notes=notes, bytes=os.path.getsize(src))
   # No data-iterator state: a resumed run starts its input pipeline afresh
@@ -338,9 +439,13 @@ def _define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> dict:
           "allow_pickle", False, "Unpickle Python objects in a .pt (runs code "
           "from the file: only for trusted files).", **d),
       grid_size=flags.DEFINE_integer(
-          "grid_size", 0, "llamagen-gpt without --tokenizer: token grid side "
-          "(16 for 256x256 models, 24 for 384x384; default: from freqs_cis, "
-          "else 16).", **d),
+          "grid_size", 0, "llamagen-gpt without --tokenizer (then required): "
+          "token grid side, 16 for 256x256 models, 24 for 384x384; refused "
+          "when the file's freqs_cis says otherwise.", **d),
+      image_size=flags.DEFINE_integer(
+          "image_size", 0, "llamagen-vq: the image side the tokenizer workdir "
+          "records (default 256: a 16x16 grid for VQ-16; 384 gives 24x24).",
+          **d),
   )
 
 

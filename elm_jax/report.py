@@ -43,7 +43,10 @@ def build(configs: dict, dirs: dict, records: dict) -> dict:
       grid=records["samples"]["result"]["grid"],
       class_accuracy_per_class=scores["class_accuracy_per_class"],
       num_samples=scores["num_samples"], num_reference=scores["num_reference"],
-      setup=dict(grid=f"{grid_size}x{grid_size}", bits=tok.model.bits,
+      setup=dict(grid=f"{grid_size}x{grid_size}", quantizer=tok.model.quantizer,
+                 codes=(f"ids of a {tok.model.codebook_size}-entry codebook"
+                        if tok.model.quantizer == "vq"
+                        else f"{tok.model.bits}-bit codes"),
                  bernoulli_codes=bool(gen.tokenizer.bernoulli), split=gen.split,
                  generator=gen.stage, layers=gen.model.num_layers, width=gen.model.dim,
                  generator_steps=gen.total_steps, generator_batch=gen.batch_size,
@@ -81,8 +84,9 @@ def markdown(report: dict, workdir: str) -> str:
       "| figure | value |", "|---|---|",
       *[f"| {name} | {value} |" for name, value in rows], "",
       f"Class accuracy per class: {per_class}.", "",
-      f"Setup: {s['grid']} grid of {s['bits']}-bit codes "
-      f"({'Bernoulli' if s['bernoulli_codes'] else 'thresholded'} bits for the generator), "
+      f"Setup: {s['grid']} grid of {s['codes']} ({s['quantizer']}"
+      + (f", {'Bernoulli' if s['bernoulli_codes'] else 'thresholded'} bits for the "
+         "generator" if s['quantizer'] == "binary" else "") + "), "
       f"{s['generator'].upper()} generator, split {s['split']}, {s['layers']} layers of width "
       f"{s['width']}, {s['generator_steps']} steps at batch {s['generator_batch']}; "
       f"tokenizer {s['tokenizer_steps']} steps at batch {s['tokenizer_batch']}; sampler "

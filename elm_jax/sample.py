@@ -32,6 +32,10 @@ def validate(config) -> None:
   require(bool(config.generator.checkpoint), "generator.checkpoint",
           "empty; pass the workdir of an AR or MLM run "
           "(--config.generator.checkpoint=DIR).")
+  require(config.generator.get("dtype", "") in ("", "float32", "bfloat16",
+                                                "float16"),
+          "generator.dtype", f"{config.generator.get('dtype')!r}: expected "
+          "float32, bfloat16, float16 or empty (the generator's own).")
   require(config.batch_size > 0, "batch_size", "must be positive.")
   require(config.num_samples >= 0, "num_samples", "must be >= 0.")
   require(config.grid.per_class >= 0 and config.grid.classes >= 0, "grid",
@@ -124,7 +128,8 @@ def run(config, workdir: str) -> dict:
 
   gen = generator_checkpoint.load(config.generator.checkpoint,
                                   config.generator.use_ema,
-                                  config.tokenizer.checkpoint)
+                                  config.tokenizer.checkpoint,
+                                  config.generator.get("dtype", ""))
   num_classes = gen.model.num_classes
   labels = balanced_labels(config.num_samples, num_classes)
   mesh = sharding.make_mesh(config.mesh)
@@ -135,6 +140,7 @@ def run(config, workdir: str) -> dict:
   tokenizer = config.tokenizer.checkpoint or gen.config.tokenizer.checkpoint
   settings = dict(generator=os.path.abspath(config.generator.checkpoint),
                   generator_step=gen.step, use_ema=config.generator.use_ema,
+                  dtype=gen.config.model.dtype,
                   tokenizer=os.path.abspath(tokenizer),
                   tokenizer_step=gen.tokenizer.step,
                   seed=config.seed, batch_size=config.batch_size,

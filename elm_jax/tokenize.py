@@ -144,6 +144,9 @@ def tokenize(tokenizer_dir: str, out_dir: str, splits: list, batch_size: int,
   and is rewritten after each one.
   """
   tok = frozen_tokenizer.load(tokenizer_dir, flag="--tokenizer")
+  frozen_tokenizer.require_binary(
+      tok, tokenizer_dir, "elm_jax.tokenize (generators over VQ or LFQ codes "
+      "encode in the train step, with config.data.tokens empty)")
   data = dict(tok.config.data)
   data.update({k: v for k, v in (data_overrides or {}).items() if v})
   meta = dict(tokenizer=os.path.abspath(tokenizer_dir), step=tok.step,

@@ -11,12 +11,36 @@ cells, as DiT patchifies its latent: the position's code is the block's
 cells' K-bit codes concatenated in raster order (p^2 K bits), on a grid p
 times smaller, so the generator runs over p^2 times fewer positions. With
 split p^2-K each sub-code is one cell's code.
+
+A VQ tokenizer makes one codebook id per cell instead of bits: its ids are
+not decomposed; a position holds its block's p^2 ids, in raster order
+(`ids_to_subcodes`).
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
 from elm_jax.config_error import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Codes:
+  """What a tokenizer makes per cell of its grid_size^2 grid, as a generator
+  reads it: K-bit codes (BAE, LFQ; `bits`) or ids of a codebook (VQ;
+  `codebook_size`)."""
+  grid_size: int
+  bits: int = 0
+  codebook_size: int = 0
+
+  @property
+  def are_ids(self) -> bool:
+    return self.codebook_size > 0
+
+  def describe(self) -> str:
+    return (f"ids of a {self.codebook_size}-entry codebook" if self.are_ids
+            else f"{self.bits}-bit codes")
 
 
 def check_split(bits: int, num_subcodes: int) -> int:
@@ -88,3 +112,20 @@ def subcodes_to_bits(ids: jax.Array, bits_per_code: int, grid: int,
   out = (ids[..., None].astype(jnp.int32) >> shifts) & 1  # [B, L, n, width]
   out = out.reshape(b, g, g, n * width).astype(dtype)
   return unpatchify(out, patch)
+
+
+def ids_to_subcodes(ids: jax.Array, patch: int = 1) -> jax.Array:
+  """VQ ids [B, h, w] -> [B, (h/p)*(w/p), p^2]: each position's block of ids."""
+  out = patchify(ids[..., None], patch)  # [B, h/p, w/p, p^2]
+  b, g, w, n = out.shape
+  return out.reshape(b, g * w, n).astype(jnp.int32)
+
+
+def subcodes_to_ids(subcodes: jax.Array, grid: int, patch: int = 1) -> jax.Array:
+  """Inverts ids_to_subcodes: [B, (grid/p)^2, p^2] -> ids [B, grid, grid]."""
+  b, length, n = subcodes.shape
+  g = check_patch(grid, patch)
+  if length != g * g or n != patch * patch:
+    raise ConfigError(f"[{b}, {length}, {n}] ids do not form a {g}x{g} grid of "
+                      f"{patch}x{patch} blocks.")
+  return unpatchify(subcodes.reshape(b, g, g, n), patch)[..., 0]

@@ -9,6 +9,7 @@ import pytest
 from config_loading import CONFIGS, get_config, load
 from elm_jax import configs_lib, generator_config, sharding
 from elm_jax.models.transformer import SIZES
+from elm_jax.tokens import Codes
 
 VARIANTS = {"bae": [None, "tiny", "imagenet", "imagenet,bits=20",
                     "tiny,quantizer=vq", "tiny,quantizer=lfq", "tiny,bits=16"],
@@ -21,8 +22,9 @@ VARIANTS = {"bae": [None, "tiny", "imagenet", "imagenet,bits=20",
 _GENERATOR_VALUES = {
     "size": (list(SIZES), lambda c, v: (
         c.model.num_layers, c.model.dim, c.model.num_heads) == SIZES[v]),
-    "split": (["2-8", "1-16", "2-10", "3-4"], lambda c, v: (
-        c.split, *generator_config.split_of(c)) == (v, *map(int, v.split("-"))))}
+    "split": (["2-8", "1-16", "2-10", "3-4", "auto"], lambda c, v: (
+        c.split == v and generator_config.split_of(c) == (
+            None if v == "auto" else tuple(map(int, v.split("-"))))))}
 # Each key=value argument of each file: values to try (the default is tried
 # too) and whether a config holds the value.
 VALUES = {"bae": {"bits": ([1, 8, 16, 20, 31], lambda c, v: c.model.bits == v),
@@ -150,10 +152,10 @@ def test_split_alone_sets_the_generator():
   """--config.split=1-8 alone: one 256-way sub-code, one head."""
   config = get_config("ar", "tiny")
   config.split = "1-8"
-  model = generator_config.build_transformer(config, 8, 4)
+  model = generator_config.build_transformer(config, Codes(4, bits=8))
   assert (model.num_subcodes, model.vocab_size, model.causal) == (1, 256, True)
   config = get_config("mlm", "tiny,split=4-2")
-  model = generator_config.build_transformer(config, 8, 4)
+  model = generator_config.build_transformer(config, Codes(4, bits=8))
   assert (model.num_subcodes, model.vocab_size, model.causal) == (4, 4, False)
 
 
@@ -165,14 +167,14 @@ def test_a_saved_config_with_the_derived_fields():
   saved["model"]["num_subcodes"], saved["subcode_bits"] = 2, 4
   saved["split"] = "2-4"
   config = ml_collections.ConfigDict(saved)
-  kwargs = generator_config.transformer_kwargs(config, 8, 4)
+  kwargs = generator_config.transformer_kwargs(config, Codes(4, bits=8))
   fresh = get_config("ar", "tiny,split=2-4")
-  assert kwargs == generator_config.transformer_kwargs(fresh, 8, 4)
+  assert kwargs == generator_config.transformer_kwargs(fresh, Codes(4, bits=8))
   config.split = "1-8"
   with pytest.raises(configs_lib.ConfigError,
                      match=r"config.split='1-8' disagrees with model.num_subcodes=2 "
                      r"and subcode_bits=4 .*correct or remove the two fields"):
-    generator_config.build_transformer(config, 8, 4)
+    generator_config.build_transformer(config, Codes(4, bits=8))
   config.tokenizer.checkpoint = "/some/bae/workdir"
   with pytest.raises(configs_lib.ConfigError, match="disagrees"):
     configs_lib.validate(config)
@@ -251,7 +253,8 @@ def test_pipeline_default_generator_reads_blocks_of_cells():
   config = get_config("pipeline")
   tok = config.tokenizer
   grid = tok.data.image_size // 2 ** (len(tok.model.ch_mult) - 1)
-  model = generator_config.build_transformer(config.generator, tok.model.bits, grid)
+  model = generator_config.build_transformer(config.generator,
+                                             Codes(grid, bits=tok.model.bits))
   assert (grid, tok.model.bits) == (16, 8)
   assert (model.grid_size, model.bits, model.num_subcodes, model.vocab_size) == (8, 32, 4, 256)
   assert (model.num_layers, model.dim) == (4, 256)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from elm_jax import checkpointing, convert, generator_config
+from elm_jax.tokens import Codes
 from elm_jax.train import frozen_tokenizer
 from pytorch_layouts import (elm_bae_state_dict, llamagen_freqs_cis,
                              numpy_ar_forward, random_ar_state_dict)
@@ -153,7 +154,8 @@ def model_from_checkpoint(config: dict, grid: int = 4):
   config = ml_collections.ConfigDict(config)
   n, k = generator_config.split_of(config)
   return generator_config.build_transformer(
-      config, config.model.get("bits", n * k), config.model.get("grid_size", grid))
+      config, Codes(config.model.get("grid_size", grid),
+                    bits=config.model.get("bits", n * k)))
 
 
 def logits_of(config, params, idx, labels):
@@ -235,17 +237,27 @@ def test_other_mlm_split(tmp_path, tokenizers):
   assert logits.shape == (1, 16, 2, 32) and np.isfinite(logits).all()
 
 
-def test_llamagen_gpt_matches_numpy_forward(tmp_path):
+def test_llamagen_gpt_matches_numpy_forward(tmp_path, capsys):
   """LlamaGen's key layout (tok_embeddings, freqs_cis, a DDP prefix); head_dim
-  100 as in GPT-3B; no BAE: bits and grid go into the config."""
+  100 as in GPT-3B; no tokenizer: bits and --grid_size go into the config,
+  and a grid that freqs_cis contradicts, or none, is refused."""
   sd = random_ar_state_dict(3, layers=2, dim=200, mlp=768, classes=10, n=1,
                             bits=6, llamagen=True)
   sd["freqs_cis"] = llamagen_freqs_cis(4, 100).astype(np.float32)
   np.savez(tmp_path / "gpt.npz", **{"module." + k: v for k, v in sd.items()})
-  ok("--from=llamagen-gpt", f"--src={tmp_path / 'gpt.npz'}",
-     f"--out={tmp_path / 'w'}", cfg("ar.py:tiny,split=1-6"),
-     "--config.model.dim=200", "--config.model.num_heads=2",
-     "--config.model.head_dim=100")
+  args = ("--from=llamagen-gpt", f"--src={tmp_path / 'gpt.npz'}",
+          f"--out={tmp_path / 'w'}", cfg("ar.py:tiny,split=1-6"),
+          "--config.model.dim=200", "--config.model.num_heads=2",
+          "--config.model.head_dim=100")
+  assert cli(*args) == 1
+  assert ("needs --grid_size (16 for 256x256 models, 24 for 384x384); the "
+          "file's freqs_cis [17, 50, 2] implies 4") in capsys.readouterr().err
+  assert cli(*args, "--grid_size=5") == 1
+  err = capsys.readouterr().err
+  assert "implies a 4x4 grid, --grid_size gives 5x5" in err
+  assert not (tmp_path / "w" / "checkpoints").exists()
+  ok(*args, "--grid_size=4")
+  assert "dtype: model.dtype=float32" in capsys.readouterr().out
   _, state, config = restore(tmp_path / "w")
   assert (config["model"]["bits"], config["model"]["grid_size"]) == (6, 4)
   rng = np.random.default_rng(1)
@@ -321,7 +333,12 @@ def _edited(sd, drop=(), **extra):
     (lambda sd: _edited(sd, **{"layers.0.attention.extra.weight": np.zeros(3)}),
      r"layers.0.attention.extra.weight"),
     (lambda sd: _edited(sd, **{"layers.1.attention.wo.weight": np.zeros((128, 127))}),
-     r"'layers.1.attention.wo.weight' has shape \(128, 127\)"),
+     r"'layers.1.attention.wo.weight' has shape \(128, 127\), expected "
+     r"\(128, 128\)"),
+    (lambda sd: _edited(sd, **{"layers.0.feed_forward.w2.weight":
+                               sd["layers.0.feed_forward.w2.weight"].T}),
+     r"'layers.0.feed_forward.w2.weight' has shape \((\d+), (\d+)\), expected "
+     r"\(\2, \1\) \(for the model's .*w2"),
 ])
 def test_bad_generator_tensors_are_named(tmp_path, tokenizers, capsys, edit,
                                          message):
@@ -339,8 +356,8 @@ def test_bad_bae_shape_is_named(tmp_path, capsys):
   assert cli("--from=elm-bae", f"--src={tmp_path / 'bad.npz'}",
              f"--out={tmp_path / 'w'}", cfg("bae.py:tiny")) == 1
   err = capsys.readouterr().err
-  assert "'encoder.blocks.1.conv2.weight' gives (3, 2, 32, 32)" in err
-  assert "(3, 3, 32, 32)" in err
+  assert ("'encoder.blocks.1.conv2.weight' has shape (32, 32, 3, 2), expected "
+          "(32, 32, 3, 3)") in err
 
 
 def test_input_and_config_errors(tmp_path, tokenizers, capsys):

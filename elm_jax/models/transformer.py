@@ -148,6 +148,7 @@ class Transformer(nn.Module):
   num_classes: int = 1000  # the table has num_classes + 1 rows (last: null)
   bits: int = 20  # K bits per grid cell
   num_subcodes: int = 2  # n; V = 2^(K/n) entries per sub-code
+  codebook_size: int = 0  # > 0: each sub-code is a VQ id, V = codebook_size
   grid_size: int = 16
   causal: bool = True
   token_dropout: float = 0.1
@@ -169,6 +170,8 @@ class Transformer(nn.Module):
   @property
   def vocab_size(self) -> int:
     """V: entries of one sub-code (the MLM table has one more, [MASK])."""
+    if self.codebook_size:
+      return self.codebook_size
     return 2 ** check_split(self.bits, self.num_subcodes)
 
   @property

@@ -28,15 +28,20 @@ class Generator:
     return generator_config.patch_of(self.config)
 
 
-def load(workdir: str, use_ema: bool = True, tokenizer_dir: str = "") -> Generator:
+def load(workdir: str, use_ema: bool = True, tokenizer_dir: str = "",
+         dtype: str = "") -> Generator:
   """The latest checkpoint of an AR/MLM run in `workdir`.
 
   tokenizer_dir overrides the tokenizer path stored in the run's config (a
-  relative path there is relative to where training was launched).
+  relative path there is relative to where training was launched); dtype,
+  when given, the compute dtype (config.model.dtype).
   """
   run = checkpointing.load_run(workdir, "generator",
                                "config.generator.checkpoint")
   config = run.config
+  if dtype:
+    with config.unlocked():
+      config.model.dtype = dtype
   path = tokenizer_dir or config.tokenizer.checkpoint
   try:
     tokenizer = frozen_tokenizer.load(path)
@@ -44,7 +49,7 @@ def load(workdir: str, use_ema: bool = True, tokenizer_dir: str = "") -> Generat
     raise FileNotFoundError(
         f"{e} (the tokenizer of generator {workdir}; if it moved, pass "
         "--config.tokenizer.checkpoint=DIR)") from e
-  model = generator_config.build_transformer(
-      config, tokenizer.bits, tokenizer.grid_size, f"the tokenizer in {path}")
+  model = generator_config.build_transformer(config, tokenizer.codes,
+                                             f"the tokenizer in {path}")
   params = run.state["ema_params"] if use_ema else run.state["params"]
   return Generator(model, params, config, tokenizer, run.step)

@@ -9,10 +9,16 @@ from elm_jax.models.bae import Autoencoder
 
 
 def decode_tokens(model: Autoencoder, params, ids, patch: int = 1):
-  """ids [B, (grid/patch)^2, N] -> uint8 images [B, H, W, 3] (jit-friendly)."""
-  bits = tokens_lib.subcodes_to_bits(ids, model.bits, model.latent_size,
-                                     patch=patch)
-  x = model.apply({"params": params}, bits, method=Autoencoder.decode)
+  """ids [B, (grid/patch)^2, N] -> uint8 images [B, H, W, 3] (jit-friendly).
+
+  N sub-codes of bits (BAE, LFQ) or p^2 codebook ids (VQ) per position.
+  """
+  if model.quantizer == "vq":
+    codes = tokens_lib.subcodes_to_ids(ids, model.latent_size, patch)
+  else:
+    codes = tokens_lib.subcodes_to_bits(ids, model.bits, model.latent_size,
+                                        patch=patch)
+  x = model.apply({"params": params}, codes, method=Autoencoder.decode)
   return jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.uint8)
 
 

@@ -3,8 +3,9 @@
 Images come from the same pipeline as the tokenizer stage and the frozen
 tokenizer turns them into sub-code ids inside the jitted step; or, with
 config.data.tokens set, batches carry the bit probabilities that
-`elm_jax.tokenize` stored. Either way the bits are drawn from the Bernoulli
-probabilities every time (ELM's augmentation). A subclass supplies
+`elm_jax.tokenize` stored. Either way a BAE's bits are drawn from the
+Bernoulli probabilities every time (ELM's augmentation); VQ and LFQ codes
+are deterministic (elm_jax.train.frozen_tokenizer). A subclass supplies
 `loss(params, ids, labels, rng, train) -> (loss [B], aux {name: [B]})`,
 per-example values: training takes their means, evaluation their masked sums.
 """
@@ -39,7 +40,7 @@ class GeneratorStage:
     self.tokenizer = tokenizer or frozen_tokenizer.load(config.tokenizer.checkpoint)
     k = self.tokenizer.bits
     self.model = generator_config.build_transformer(
-        config, k, self.tokenizer.grid_size,
+        config, self.tokenizer.codes,
         f"the tokenizer in {config.tokenizer.checkpoint}")
     self.num_subcodes = self.model.num_subcodes
     self.patch = generator_config.patch_of(config)
@@ -56,6 +57,13 @@ class GeneratorStage:
     self.tokens_per_step = config.batch_size * self.length * self.num_subcodes
     self.tokens_dir = config.data.get("tokens", "")
     if self.tokens_dir:
+      quantizer = self.tokenizer.model.quantizer
+      if quantizer != "binary":
+        raise ConfigError(
+            f"config.data.tokens={self.tokens_dir!r}: stored codes are a BAE's "
+            f"bit probabilities, but this tokenizer's model.quantizer is "
+            f"{quantizer!r}; leave config.data.tokens empty (the encoder then "
+            "runs in the step).")
       meta = token_pipeline.read_meta(self.tokens_dir)
       if (meta["bits"], meta["grid_size"]) != (k, self.tokenizer.grid_size):
         raise ConfigError(
@@ -120,11 +128,11 @@ class GeneratorStage:
     """A batch -> ids [B, L, n]; Bernoulli bits unless rng is None."""
     if "probs" in batch:  # pre-tokenized: uint8 p * 255
       probs = batch["probs"].astype(jnp.float32) / 255.0
-    else:
-      probs = frozen_tokenizer.probabilities(self.tokenizer.model,
-                                             frozen["tokenizer"], batch["image"])
-    return frozen_tokenizer.sample_subcodes(probs, self.num_subcodes, rng,
-                                            self.patch)
+      return frozen_tokenizer.sample_subcodes(probs, self.num_subcodes, rng,
+                                              self.patch)
+    return frozen_tokenizer.encode_subcodes(
+        self.tokenizer.model, frozen["tokenizer"], batch["image"],
+        self.num_subcodes, rng, self.patch)
 
   # ---------------------------------------------------------------- steps
   def loss(self, params, ids, labels, rng, train: bool):

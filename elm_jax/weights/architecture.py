@@ -16,8 +16,9 @@ from typing import Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from elm_jax.generator_config import split_of
+from elm_jax.generator_config import split_for, split_of
 from elm_jax.models.transformer import default_mlp_dim
+from elm_jax.tokens import Codes
 
 
 @dataclasses.dataclass
@@ -156,11 +157,11 @@ def infer_transformer(sd: Mapping[str, np.ndarray], causal: bool
     heads = [k for k in sd if re.fullmatch(r"output\.\d+\.weight", k)]
     n = (np.shape(sd["proj.weight"])[1] // norm[0] if "proj.weight" in sd
          else max(len(heads), 1))
+  facts["num_subcodes"] = Fact(n, _src(key, rows))
+  facts["vocab_size"] = Fact(vocab, _src(key, rows))
   bits = int(round(math.log2(max(vocab, 1))))
-  if 2 ** bits != vocab:
-    raise ValueError(f"PyTorch {key!r} has {rows[0]} rows: {vocab} entries is "
-                     "not a power of two, so not a sub-code vocabulary.")
-  facts["split"] = Fact((n, bits), _src(key, rows))
+  if 2 ** bits == vocab:  # else only VQ ids fit it
+    facts["split"] = Fact((n, bits), _src(key, rows))
   grid_src = ("pos_embed.weight", "freqs_cis")
   for k in grid_src:
     if k in sd:
@@ -172,10 +173,31 @@ def infer_transformer(sd: Mapping[str, np.ndarray], causal: bool
 
 
 def check_transformer(facts: Mapping[str, Fact], config: ml_collections.ConfigDict,
-                      config_flag: str) -> None:
-  """Raises ValueError naming every field where the file and config differ."""
+                      config_flag: str, codes: Codes | None = None) -> None:
+  """Raises ValueError naming every field where the file and config (over
+  the tokenizer's `codes`, when there is one) differ."""
   m = config.model
   split = split_of(config)
+  problems = []
+  if codes is not None and codes.are_ids:
+    n, vocab = facts["num_subcodes"], facts["vocab_size"]
+    want_n = split_for(config, codes)
+    if (n.value, vocab.value) != (want_n, codes.codebook_size):
+      problems.append(
+          f"vocabulary: the file has {n.value} table(s) of {vocab.value} "
+          f"entries ({vocab.key}), the tokenizer's codes need {want_n} of "
+          f"{codes.codebook_size} (its codebook); pass the tokenizer the "
+          "model was trained on")
+    split = None
+  elif split is None and codes is not None:  # split=auto, over bits
+    n = split_for(config, codes)
+    split = (n, codes.bits * config.get("patch", 1) ** 2 // n)
+  elif "split" not in facts:
+    vocab = facts["vocab_size"]
+    raise ValueError(
+        f"PyTorch {vocab.key}: {vocab.value} entries is not a power of two, so "
+        "not a vocabulary of bits; pass --tokenizer=DIR with a VQ tokenizer of "
+        f"{vocab.value} codes.")
   have = dict(num_layers=m.num_layers, dim=m.dim,
               mlp_dim=m.mlp_dim or default_mlp_dim(m.dim),
               num_classes=m.num_classes, split=split)
@@ -183,9 +205,8 @@ def check_transformer(facts: Mapping[str, Fact], config: ml_collections.ConfigDi
              "(with num_heads * head_dim equal to it)",
              mlp_dim="--config.model.mlp_dim={}",
              num_classes="--config.data.num_classes={}")
-  problems = []
   for name, fact in facts.items():
-    if name not in have or have[name] == fact.value:
+    if name not in have or have[name] is None or have[name] == fact.value:
       continue
     if name == "split":
       n, k = fact.value

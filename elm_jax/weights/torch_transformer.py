@@ -94,6 +94,18 @@ def _put(tree, path, value):
   tree[path[-1]] = value
 
 
+def _torch_shape(fn, want: tuple) -> tuple:
+  """The PyTorch shape that `fn` maps onto the model's `want` (Linear
+  weights are stored [out, in], the model's kernels [in, out])."""
+  for shape in (tuple(want), tuple(reversed(want))):
+    try:
+      if fn(np.zeros(shape, np.float32)).shape == tuple(want):
+        return shape
+    except ValueError:
+      pass
+  return tuple(want)
+
+
 def transformer_params_from_torch(state_dict: Mapping[str, np.ndarray],
                                   **model_kwargs) -> dict:
   """The `params` tree of `Transformer(**model_kwargs)` from a PyTorch state dict.
@@ -116,10 +128,10 @@ def transformer_params_from_torch(state_dict: Mapping[str, np.ndarray],
     want = _leaf_shape(expected, path, model.scan_layers)
     if value.shape != want:
       raise ValueError(
-          f"PyTorch {key!r} has shape {raw.shape}; the model expects "
-          f"{want} at {'/'.join(path)} (after transposing Linear weights): "
-          "check dim, num_heads, head_dim, mlp_dim, num_classes, bits, "
-          "num_subcodes.")
+          f"PyTorch {key!r} has shape {raw.shape}, expected "
+          f"{_torch_shape(fn, want)} (for the model's {'/'.join(path)}, "
+          f"{want}): check dim, num_heads, head_dim, mlp_dim, num_classes, "
+          "bits, num_subcodes.")
     used.add(key)
     _put(params, path, value)
 
