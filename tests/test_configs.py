@@ -94,6 +94,8 @@ def test_validates(name, arg):
 
 @pytest.mark.parametrize("field,value,match", [
     ("model.quantizer", "fsq", "model.quantizer"),
+    ("model.style", "taming", "model.style"),
+    ("model.pixel_range", "0-255", "model.pixel_range"),
     ("model.nf", 48, "model.nf"),
     ("data.image_size", 33, "data.image_size"),
     ("model.bits", 40, "model.bits"),

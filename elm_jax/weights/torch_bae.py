@@ -12,48 +12,21 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from elm_jax.weights import torch_conv
+from elm_jax.weights.torch_conv import attn, conv, norm
+
 # The only PyTorch keys that are allowed to stay unused.
 _DEAD_PREFIXES = ("generator.logsigma.",)
 
 
-def _conv(sd, key):  # OIHW -> HWIO
-  return {"kernel": np.transpose(sd[key + ".weight"], (2, 3, 1, 0)),
-          "bias": sd[key + ".bias"]}
-
-
-def _norm(sd, key):
-  return {"scale": sd[key + ".weight"], "bias": sd[key + ".bias"]}
-
-
 def _res(sd, key, cin, cout, used):
-  p = {"norm1": _norm(sd, key + ".norm1"), "conv1": _conv(sd, key + ".conv1"),
-       "norm2": _norm(sd, key + ".norm2"), "conv2": _conv(sd, key + ".conv2")}
+  p = {"norm1": norm(sd, key + ".norm1"), "conv1": conv(sd, key + ".conv1"),
+       "norm2": norm(sd, key + ".norm2"), "conv2": conv(sd, key + ".conv2")}
   if cin != cout:
-    p["shortcut"] = _conv(sd, key + ".conv_out")
+    p["shortcut"] = conv(sd, key + ".conv_out")
   else:  # ELM creates conv_out in every ResBlock but applies it only here.
     used.update({key + ".conv_out.weight", key + ".conv_out.bias"})
   return p
-
-
-def _attn(sd, key):
-  return {"norm": _norm(sd, key + ".norm"),
-          **{n: _conv(sd, f"{key}.{n}") for n in ("q", "k", "v", "proj_out")}}
-
-
-class _Tracker(dict):
-  """A state-dict view that records which keys were read."""
-
-  def __init__(self, sd):
-    super().__init__(sd)
-    self.used = set()
-
-  def __getitem__(self, key):
-    if key not in self:
-      raise KeyError(f"PyTorch state dict lacks {key!r}: the architecture "
-                     "arguments (nf, ch_mult, num_res_blocks, "
-                     "attn_resolutions, resolution, bits) do not match the file.")
-    self.used.add(key)
-    return np.asarray(super().__getitem__(key), dtype=np.float32)
 
 
 def bae_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
@@ -62,7 +35,8 @@ def bae_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
                           **unused) -> dict:
   """Returns the `params` tree of a binary `Autoencoder` with these args."""
   del unused
-  sd = _Tracker(state_dict)
+  sd = torch_conv.Tracker(
+      state_dict, "nf, ch_mult, num_res_blocks, attn_resolutions, resolution, bits")
   enc, dec = {}, {}
   i = 0
 
@@ -72,7 +46,7 @@ def bae_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
     return f"{prefix}.blocks.{i - 1}"
 
   # Encoder.
-  enc["conv_in"] = _conv(sd, nxt("encoder"))
+  enc["conv_in"] = conv(sd, nxt("encoder"))
   res, ch = resolution, nf
   for level, mult in enumerate(ch_mult):
     for j in range(num_res_blocks):
@@ -80,23 +54,23 @@ def bae_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
                                         sd.used)
       ch = nf * mult
       if res in attn_resolutions:
-        enc[f"down{level}_attn{j}"] = _attn(sd, nxt("encoder"))
+        enc[f"down{level}_attn{j}"] = attn(sd, nxt("encoder"))
     if level != len(ch_mult) - 1:
-      enc[f"down{level}_downsample"] = {"conv": _conv(sd, nxt("encoder") + ".conv")}
+      enc[f"down{level}_downsample"] = {"conv": conv(sd, nxt("encoder") + ".conv")}
       res //= 2
   enc["mid_res0"] = _res(sd, nxt("encoder"), ch, ch, sd.used)
-  enc["mid_attn"] = _attn(sd, nxt("encoder"))
+  enc["mid_attn"] = attn(sd, nxt("encoder"))
   enc["mid_res1"] = _res(sd, nxt("encoder"), ch, ch, sd.used)
-  enc["norm_out"] = _norm(sd, nxt("encoder"))
-  enc["conv_out"] = _conv(sd, nxt("encoder"))
+  enc["norm_out"] = norm(sd, nxt("encoder"))
+  enc["conv_out"] = conv(sd, nxt("encoder"))
 
   # Generator (norm-first decoder).
   i = 0
-  dec["norm_in"] = _norm(sd, nxt("generator"))
-  dec["conv_in"] = _conv(sd, nxt("generator"))
+  dec["norm_in"] = norm(sd, nxt("generator"))
+  dec["conv_in"] = conv(sd, nxt("generator"))
   ch = nf * ch_mult[-1]
   dec["mid_res0"] = _res(sd, nxt("generator"), ch, ch, sd.used)
-  dec["mid_attn"] = _attn(sd, nxt("generator"))
+  dec["mid_attn"] = attn(sd, nxt("generator"))
   dec["mid_res1"] = _res(sd, nxt("generator"), ch, ch, sd.used)
   for level in reversed(range(len(ch_mult))):
     for j in range(num_res_blocks):
@@ -104,12 +78,12 @@ def bae_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
                                       nf * ch_mult[level], sd.used)
       ch = nf * ch_mult[level]
       if res in attn_resolutions:
-        dec[f"up{level}_attn{j}"] = _attn(sd, nxt("generator"))
+        dec[f"up{level}_attn{j}"] = attn(sd, nxt("generator"))
     if level != 0:
-      dec[f"up{level}_upsample"] = {"conv": _conv(sd, nxt("generator") + ".conv")}
+      dec[f"up{level}_upsample"] = {"conv": conv(sd, nxt("generator") + ".conv")}
       res *= 2
-  dec["norm_out"] = _norm(sd, nxt("generator"))
-  dec["conv_out"] = _conv(sd, nxt("generator"))
+  dec["norm_out"] = norm(sd, nxt("generator"))
+  dec["conv_out"] = conv(sd, nxt("generator"))
 
   proj = sd["quantize.proj.0.weight"]  # [K, emb, 1, 1]
   quantize = {"proj": {"kernel": proj[:, :, 0, 0].T,
@@ -126,16 +100,5 @@ def bae_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
 
 
 def torch_sources(state_dict: Mapping[str, np.ndarray], **arch) -> dict:
-  """{flax leaf path (jax keystr): the PyTorch key it is read from}.
-
-  Runs the mapping on zero-copy stand-ins whose every element is the key's
-  index, so the answer follows the mapping itself (no second table to keep
-  in step); used to name the PyTorch key of a mis-shaped leaf.
-  """
-  import jax  # local: the mapping above needs only NumPy
-  keys = sorted(state_dict)
-  tags = {k: np.broadcast_to(np.float32(i), np.shape(state_dict[k]))
-          for i, k in enumerate(keys)}
-  params = bae_params_from_torch(tags, **arch)
-  return {jax.tree_util.keystr(path): keys[int(np.asarray(leaf).flat[0])]
-          for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+  """{flax leaf path: the PyTorch key it is read from} (torch_conv.torch_sources)."""
+  return torch_conv.torch_sources(bae_params_from_torch, state_dict, **arch)

@@ -31,6 +31,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from elm_jax.weights import torch_conv
+from elm_jax.weights.torch_conv import attn, conv, dense_from_1x1, norm
+
 # The only PyTorch keys that are allowed to stay unused.
 _DEAD_KEYS = ("quantize.codebook_used",)
 
@@ -119,51 +122,17 @@ def infer_architecture(sd: Mapping[str, np.ndarray]) -> dict:
               emb_dim=emb_dim, codebook_size=codebook_size, code_dim=code_dim)
 
 
-class _Tracker(dict):
-  """A state-dict view that records which keys were read."""
-
-  def __init__(self, sd):
-    super().__init__(sd)
-    self.used = set()
-
-  def __getitem__(self, key):
-    if key not in self:
-      raise KeyError(f"PyTorch state dict lacks {key!r}: the architecture "
-                     "arguments (nf, ch_mult, num_res_blocks, "
-                     "attn_resolutions, resolution) do not match the file.")
-    self.used.add(key)
-    return np.asarray(super().__getitem__(key), dtype=np.float32)
-
-
-def _conv(sd, key):  # OIHW -> HWIO
-  return {"kernel": np.transpose(sd[key + ".weight"], (2, 3, 1, 0)),
-          "bias": sd[key + ".bias"]}
-
-
-def _dense(sd, key):  # 1x1 conv [out, in, 1, 1] -> Dense [in, out]
-  return {"kernel": sd[key + ".weight"][:, :, 0, 0].T, "bias": sd[key + ".bias"]}
-
-
-def _norm(sd, key):
-  return {"scale": sd[key + ".weight"], "bias": sd[key + ".bias"]}
-
-
 def _res(sd, key, cin, cout):
-  p = {"norm1": _norm(sd, key + ".norm1"), "conv1": _conv(sd, key + ".conv1"),
-       "norm2": _norm(sd, key + ".norm2"), "conv2": _conv(sd, key + ".conv2")}
+  p = {"norm1": norm(sd, key + ".norm1"), "conv1": conv(sd, key + ".conv1"),
+       "norm2": norm(sd, key + ".norm2"), "conv2": conv(sd, key + ".conv2")}
   if cin != cout:
-    p["shortcut"] = _conv(sd, key + ".nin_shortcut")
+    p["shortcut"] = conv(sd, key + ".nin_shortcut")
   return p
-
-
-def _attn(sd, key):
-  return {"norm": _norm(sd, key + ".norm"),
-          **{n: _conv(sd, f"{key}.{n}") for n in ("q", "k", "v", "proj_out")}}
 
 
 def _mid(sd, prefix, ch):
   return {"mid_res0": _res(sd, prefix + ".mid.0", ch, ch),
-          "mid_attn": _attn(sd, prefix + ".mid.1"),
+          "mid_attn": attn(sd, prefix + ".mid.1"),
           "mid_res1": _res(sd, prefix + ".mid.2", ch, ch)}
 
 
@@ -174,10 +143,11 @@ def vq_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
   """The `params` tree of Autoencoder(style="llamagen", quantizer="vq") with
   these args (the other Autoencoder args may be passed and are ignored)."""
   del unused
-  sd = _Tracker(state_dict)
+  sd = torch_conv.Tracker(
+      state_dict, "nf, ch_mult, num_res_blocks, attn_resolutions, resolution")
   levels = len(ch_mult)
 
-  enc = {"conv_in": _conv(sd, "encoder.conv_in")}
+  enc = {"conv_in": conv(sd, "encoder.conv_in")}
   res, ch = resolution, nf
   for level, mult in enumerate(ch_mult):
     block = f"encoder.conv_blocks.{level}"
@@ -185,16 +155,16 @@ def vq_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
       enc[f"down{level}_res{j}"] = _res(sd, f"{block}.res.{j}", ch, nf * mult)
       ch = nf * mult
       if res in attn_resolutions:
-        enc[f"down{level}_attn{j}"] = _attn(sd, f"{block}.attn.{j}")
+        enc[f"down{level}_attn{j}"] = attn(sd, f"{block}.attn.{j}")
     if level != levels - 1:
       enc[f"down{level}_downsample"] = {
-          "conv": _conv(sd, f"{block}.downsample.conv")}
+          "conv": conv(sd, f"{block}.downsample.conv")}
       res //= 2
   enc.update(_mid(sd, "encoder", ch))
-  enc["norm_out"] = _norm(sd, "encoder.norm_out")
-  enc["conv_out"] = _conv(sd, "encoder.conv_out")
+  enc["norm_out"] = norm(sd, "encoder.norm_out")
+  enc["conv_out"] = conv(sd, "encoder.conv_out")
 
-  dec = {"conv_in": _conv(sd, "decoder.conv_in")}
+  dec = {"conv_in": conv(sd, "decoder.conv_in")}
   ch = nf * ch_mult[-1]
   dec.update(_mid(sd, "decoder", ch))
   for level in reversed(range(levels)):
@@ -204,15 +174,15 @@ def vq_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
                                       nf * ch_mult[level])
       ch = nf * ch_mult[level]
       if res in attn_resolutions:
-        dec[f"up{level}_attn{j}"] = _attn(sd, f"{block}.attn.{j}")
+        dec[f"up{level}_attn{j}"] = attn(sd, f"{block}.attn.{j}")
     if level != 0:
-      dec[f"up{level}_upsample"] = {"conv": _conv(sd, f"{block}.upsample.conv")}
+      dec[f"up{level}_upsample"] = {"conv": conv(sd, f"{block}.upsample.conv")}
       res *= 2
-  dec["norm_out"] = _norm(sd, "decoder.norm_out")
-  dec["conv_out"] = _conv(sd, "decoder.conv_out")
+  dec["norm_out"] = norm(sd, "decoder.norm_out")
+  dec["conv_out"] = conv(sd, "decoder.conv_out")
 
-  quantize = {"quant_proj": _dense(sd, "quant_conv"),
-              "post_quant_proj": _dense(sd, "post_quant_conv"),
+  quantize = {"quant_proj": dense_from_1x1(sd, "quant_conv"),
+              "post_quant_proj": dense_from_1x1(sd, "post_quant_conv"),
               "embedding": sd["quantize.embedding.weight"]}  # [codebook, code_dim]
 
   unexpected = sorted(k for k in state_dict
@@ -226,16 +196,5 @@ def vq_params_from_torch(state_dict: Mapping[str, np.ndarray], *, nf: int,
 
 
 def torch_sources(state_dict: Mapping[str, np.ndarray], **arch) -> dict:
-  """{flax leaf path (jax keystr): the PyTorch key it is read from}.
-
-  Runs the mapping on zero-copy stand-ins whose every element is the key's
-  index, so the answer follows the mapping itself; used to name the PyTorch
-  key of a mis-shaped leaf.
-  """
-  import jax  # local: the mapping above needs only NumPy
-  keys = sorted(state_dict)
-  tags = {k: np.broadcast_to(np.float32(i), np.shape(state_dict[k]))
-          for i, k in enumerate(keys)}
-  params = vq_params_from_torch(tags, **arch)
-  return {jax.tree_util.keystr(path): keys[int(np.asarray(leaf).flat[0])]
-          for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+  """{flax leaf path: the PyTorch key it is read from} (torch_conv.torch_sources)."""
+  return torch_conv.torch_sources(vq_params_from_torch, state_dict, **arch)
