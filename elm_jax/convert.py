@@ -21,34 +21,25 @@ checkpoint is written beside --out first and moved in by rename; an existing
 checkpoint is kept unless --overwrite.
 """
 
-import dataclasses
 import json
 import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from elm_jax import atomic_files, checkpointing, configs_lib, generator_config, sharding
+from elm_jax import atomic_files, checkpointing, configs_lib
 from elm_jax.models.bae import build_autoencoder
 from elm_jax.models.transformer import SIZES
-from elm_jax.tokens import Codes
-from elm_jax.train import frozen_tokenizer, optim
-from elm_jax.train.ar import ARStage
-from elm_jax.train.bae import TokenizerStage
-from elm_jax.train.mlm import MLMStage
-from elm_jax.train.state import TrainState
-from elm_jax.weights import (architecture, state_dict_io, torch_bae,
+from elm_jax.train import frozen_tokenizer
+from elm_jax.weights import (architecture, converted_state, state_dict_io,
                              torch_llamagen, torch_llamagen_vq)
-from elm_jax.weights.torch_transformer import transformer_params_from_torch
-from elm_jax.weights.tree_check import check_against
 
 KINDS = ("elm-bae", "elm-ar", "elm-mlm", "llamagen-vq", "llamagen-gpt")
 BAE_KINDS = ("elm-bae", "llamagen-vq")  # tokenizers
@@ -56,15 +47,6 @@ _USAGE = ("usage: python -m elm_jax.convert --from={" + "|".join(KINDS) + "} "
           "--src=FILE --out=DIR [--config=configs/...py:args] "
           "[--tokenizer=TOKENIZER_WORKDIR] [--grid_size=N] [--image_size=N] "
           "[--step=N] [--overwrite]")
-
-
-# Compiled once and run once: optimisation passes would cost more than they save.
-_FAST_COMPILE = {"xla_backend_optimization_level": 0,
-                 "xla_llvm_disable_expensive_passes": True}
-
-
-def _fast_jit(fn):
-  return jax.jit(fn, compiler_options=_FAST_COMPILE)
 
 
 class ConversionError(Exception):
@@ -152,116 +134,6 @@ def _llamagen_defaults(config, facts, grid: int, tok) -> None:
   if tok is None:
     config.data.image_size = 16 * grid  # LlamaGen's VQGAN downsamples 16x
   print(f"LlamaGen size: {name}")
-
-
-# ------------------------------------------------------------------- state
-
-
-def _torch_layout(shape: tuple) -> tuple:
-  """A conv kernel HWIO -> PyTorch's OIHW, a Dense kernel [in, out] -> [out, in]."""
-  if len(shape) == 4:
-    h, w, i, o = shape
-    return (o, i, h, w)
-  return tuple(reversed(shape)) if len(shape) == 2 else tuple(shape)
-
-
-def _check_shapes(expected: Any, params: Any, sources: dict) -> None:
-  want = {jax.tree_util.keystr(p): tuple(v.shape)
-          for p, v in jax.tree_util.tree_leaves_with_path(expected)}
-  bad = [f"PyTorch {sources.get(k, '?')!r} has shape "
-         f"{_torch_layout(np.shape(v))}, expected {_torch_layout(want[k])} "
-         f"(for the model's {k}, {want[k]})"
-         for p, v in jax.tree_util.tree_leaves_with_path(params)
-         if (k := jax.tree_util.keystr(p)) in want
-         and tuple(np.shape(v)) != want[k]]
-  if bad:
-    raise ValueError("Mis-shaped tensors (check the architecture flags): "
-                     + "; ".join(bad[:8]))
-
-
-def _same_tree(abstract: Any, state: Any) -> None:
-  """The converted state must be exactly what the stage would initialise."""
-  if jax.tree.structure(abstract) != jax.tree.structure(state):
-    raise RuntimeError("Internal error: the converted TrainState does not have "
-                       "the stage's tree structure.")
-  check_against(abstract, state, "converted state")
-  for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(state)):
-    if a.dtype != s.dtype:
-      raise RuntimeError(f"Internal error: dtype {s.dtype} where the stage "
-                         f"has {a.dtype}.")
-
-
-def bae_state(sd: dict, config, step: int, kind: str = "elm-bae"):
-  """(TrainState, stage) of a tokenizer run holding the imported autoencoder
-  (ELM's BAE, or LlamaGen's VQ for kind llamagen-vq)."""
-  arch = dict(config.model)
-  stage = TokenizerStage(config)
-  rng = jax.random.PRNGKey(config.seed)
-  abstract = sharding.unbox(jax.eval_shape(stage.init, rng))
-  layout = torch_llamagen_vq if kind == "llamagen-vq" else torch_bae
-  params = (torch_llamagen_vq.vq_params_from_torch(sd, **arch)
-            if kind == "llamagen-vq" else torch_bae.bae_params_from_torch(sd, **arch))
-  _check_shapes(abstract.ema_params, params, layout.torch_sources(sd, **arch))
-  ae = jax.tree.map(jnp.asarray, params)
-  # As TokenizerStage.init, without compiling the autoencoder's forward; the
-  # discriminator (not in ELM's release) starts fresh, as in training.
-  r_disc = jax.random.split(rng, 3)[2]
-  params, model_state = {"ae": ae}, {}
-  opt_state = {"ae": _fast_jit(stage.tx_ae.init)(ae)}
-  if "disc" in abstract.params:
-    size = config.data.image_size
-    disc = _fast_jit(lambda r: stage.disc.init(
-        r, jnp.zeros((1, size, size, 3)), train=False))(r_disc)
-    params["disc"], model_state["disc"] = disc["params"], disc["batch_stats"]
-    opt_state["disc"] = _fast_jit(stage.tx_disc.init)(disc["params"])
-  state = TrainState(step=jnp.asarray(step, jnp.int32), params=params,
-                     opt_state=opt_state, ema_params=ae,
-                     model_state=model_state, rng=rng)
-  _same_tree(abstract, state)
-  return state, stage
-
-
-def generator_state(kind: str, sd: dict, config, facts: dict, grid_size: int,
-                    step: int, tok=None):
-  """(TrainState, stage or None) of an AR / MLM run holding the imported model
-  over the FrozenTokenizer `tok` (None: llamagen-gpt on a grid_size^2 grid)."""
-  rng = jax.random.PRNGKey(config.seed)
-  if tok is None:
-    split = generator_config.split_of(config)
-    if split is None:
-      raise ConversionError(
-          "split=auto follows a tokenizer; without --tokenizer pass "
-          "--config=configs/ar.py:split=n-k (the file's: "
-          "{}-{}).".format(*facts["split"].value))
-    codes = Codes(grid_size, bits=split[0] * split[1])
-  else:
-    codes = tok.codes
-  model = generator_config.build_transformer(config, codes)
-  architecture.check_grid(facts, model.grid_size,
-                          f"the tokenizer {config.tokenizer.checkpoint} makes"
-                          if tok else "--grid_size gives")
-  if "freqs_cis" in sd:
-    torch_llamagen.check_freqs_cis(sd.pop("freqs_cis"), model.head_dim,
-                                   model.rope_base)
-  model_kw = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-              if f.name not in ("parent", "name")}
-  params = jax.tree.map(jnp.asarray, transformer_params_from_torch(sd, **model_kw))
-  stage, abstract = None, None
-  if tok is not None:
-    stage_class = MLMStage if kind == "elm-mlm" else ARStage
-    stage = stage_class(config, tok)  # checks the split and the image size
-    tx = stage.tx
-    abstract = sharding.unbox(jax.eval_shape(stage.init, rng))
-  else:  # llamagen-gpt without a tokenizer: bits and grid go into the config.
-    with config.unlocked():
-      config.model.bits, config.model.grid_size = codes.bits, grid_size
-    tx = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
-  state = TrainState(step=jnp.asarray(step, jnp.int32), params=params,
-                     opt_state=_fast_jit(tx.init)(params), ema_params=params,
-                     model_state={}, rng=rng)
-  if abstract is not None:
-    _same_tree(abstract, state)
-  return state, stage
 
 
 # -------------------------------------------------------------------- disk
@@ -393,11 +265,12 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
       architecture.check_bae(facts, config.model)
     print(f"tokenizer: {config.data.image_size}x{config.data.image_size} images "
           f"-> a {build_autoencoder(config.model).latent_size}^2 grid")
-    state, _ = bae_state(sd, config, step, kind)
+    state, _ = converted_state.bae_state(sd, config, step, kind)
   else:
     architecture.check_transformer(facts, config, config_flag,
                                    tok.codes if tok else None)
-    state, _ = generator_state(kind, sd, config, facts, grid_size, step, tok)
+    state, _ = converted_state.generator_state(kind, sd, config, facts,
+                                               grid_size, step, tok)
   print(f"dtype: model.dtype={config.model.dtype} (compute), "
         f"model.param_dtype={config.model.get('param_dtype', 'float32')}"
         + ("; sample with --config.generator.dtype=float32 to reproduce the "
@@ -428,8 +301,10 @@ def _define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> dict:
           "the file's size and split).", lock_config=True, sys_argv=list(argv),
           **d),
       tokenizer=flags.DEFINE_string(
-          "tokenizer", "", "elm-ar / elm-mlm: the BAE workdir the model's "
-          "tokens come from (fills config.tokenizer.checkpoint).", **d),
+          "tokenizer", "", "Generators: the tokenizer workdir the model's "
+          "tokens come from (a BAE for elm-ar / elm-mlm, a --from=llamagen-vq "
+          "workdir for llamagen-gpt); fills config.tokenizer.checkpoint and "
+          "fixes the grid.", **d),
       step=flags.DEFINE_integer("step", 0, "Train step to record.", **d),
       overwrite=flags.DEFINE_boolean("overwrite", False,
                                      "Replace a checkpoint in --out.", **d),

@@ -28,14 +28,23 @@ from elm_jax.train.mlm import MLMStage
 VQ_REF = pathlib.Path(__file__).parent / "reference" / "llamagen_vq_8x8"
 
 
+def _random_tokenizer(quantizer, tmp_path_factory):
+  config = get_config("bae", f"tiny,quantizer={quantizer}")
+  config.loss.gan_weight = 0.0
+  return save_random_run(config, str(tmp_path_factory.mktemp(quantizer)))
+
+
+@pytest.fixture(scope="module")
+def vq_dir(tmp_path_factory):
+  """A random configs/bae.py:tiny VQ tokenizer: 1024 codes on a 16x16 grid."""
+  return _random_tokenizer("vq", tmp_path_factory)
+
+
 @pytest.fixture(scope="module", params=["vq", "lfq"])
 def kind_dir(request, tmp_path_factory):
   """(quantizer, workdir): a random configs/bae.py:tiny tokenizer of that kind
   (VQ: 1024 codes; LFQ: 8 bits; both on a 16x16 grid)."""
-  config = get_config("bae", f"tiny,quantizer={request.param}")
-  config.loss.gan_weight = 0.0
-  out = str(tmp_path_factory.mktemp(request.param))
-  return request.param, save_random_run(config, out)
+  return request.param, _random_tokenizer(request.param, tmp_path_factory)
 
 
 def _images(n=4, seed=0):
@@ -44,8 +53,8 @@ def _images(n=4, seed=0):
           "label": np.arange(n, dtype=np.int32) % 10}
 
 
-@pytest.mark.parametrize("stage_class,name", [
-    (ARStage, "ar"), pytest.param(MLMStage, "mlm", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("stage_class,name", [(ARStage, "ar"), (MLMStage, "mlm")])
 def test_generator_trains_and_decodes_over_each_kind(kind_dir, stage_class, name):
   """split=auto: VQ ids whole (one 1024-way table), LFQ bits as two 4-bit
   sub-codes; a train step runs; the generator's ids decode to what the
@@ -74,11 +83,10 @@ def test_generator_trains_and_decodes_over_each_kind(kind_dir, stage_class, name
   assert np.abs(decoded.astype(np.int32) - recon).max() <= 1
 
 
-def test_vq_ids_at_patch_2(kind_dir):
+@pytest.mark.slow
+def test_vq_ids_at_patch_2(vq_dir):
   """patch=2 over VQ: 8x8 positions of four ids, in raster order per block."""
-  kind, workdir = kind_dir
-  if kind != "vq":
-    pytest.skip("VQ only")
+  workdir = vq_dir
   config = get_config("ar", "tiny")
   config.tokenizer.checkpoint, config.patch = workdir, 2
   stage = ARStage(config)
@@ -94,24 +102,20 @@ def test_vq_ids_at_patch_2(kind_dir):
   np.testing.assert_array_equal(ids[:, 9], cells[:, 2:4, 2:4].reshape(2, 4))
 
 
-def test_split_over_vq_ids_is_refused(kind_dir):
-  kind, workdir = kind_dir
-  if kind != "vq":
-    pytest.skip("VQ only")
+def test_split_over_vq_ids_is_refused(vq_dir):
   config = get_config("ar", "tiny,split=2-5")
-  config.tokenizer.checkpoint = workdir
+  config.tokenizer.checkpoint = vq_dir
   with pytest.raises(ConfigError, match=r"config.split='2-5' splits bits, but "
                      r"the tokenizer in .* makes ids of a 1024-entry codebook.*"
                      r"Pass split=auto"):
     ARStage(config)
 
 
-def test_pretokenized_codes_need_a_bae(kind_dir, tmp_path):
-  kind, workdir = kind_dir
+def test_pretokenized_codes_need_a_bae(vq_dir, tmp_path):
   config = get_config("ar", "tiny")
-  config.tokenizer.checkpoint = workdir
+  config.tokenizer.checkpoint = vq_dir
   config.data.tokens = str(tmp_path)
-  with pytest.raises(ConfigError, match=f"model.quantizer is '{kind}'; leave "
+  with pytest.raises(ConfigError, match="model.quantizer is 'vq'; leave "
                      "config.data.tokens empty"):
     ARStage(config)
 
@@ -128,6 +132,7 @@ def llamagen_vq_dir(tmp_path_factory):
   return str(out)
 
 
+@pytest.mark.slow
 def test_llamagen_vq_workdir_reproduces_the_reference(llamagen_vq_dir):
   """The converted workdir, loaded as a frozen tokenizer: LlamaGen's indices
   exactly, its reconstruction within 1e-4 (its [-1, 1] range at the edge)."""
@@ -151,6 +156,7 @@ def _llamagen_gpt(tmp_path, vocab_bits):
   return src
 
 
+@pytest.mark.slow
 def test_llamagen_gpt_over_its_vq_makes_images(llamagen_vq_dir, tmp_path, capsys):
   """A LlamaGen GPT over the imported VQ: its 512-way vocabulary is the
   codebook, the grid is the tokenizer's; sampled ids decode to images."""
