@@ -60,7 +60,9 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
   c.batch_size, c.total_steps = 256, 2_000_000
   c.log_every, c.eval_every, c.checkpoint_every = 100, 50_000, 10_000
   c.keep_checkpoints = 3
-  c.eval = dict(batch_size=256, max_batches=20, full_at_end=False, use_ema=True)
+  # sample_grid: the TensorBoard grid of every evaluation (classes 0: none).
+  c.eval = dict(batch_size=256, max_batches=20, full_at_end=False, use_ema=True,
+                sample_grid=dict(classes=10, per_class=8, cfg_scale=2.0, seed=0))
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.jax_disable_most_optimizations = bool(a.tiny)  # tiny: compile time dominates
   if a.imagenet:
@@ -70,7 +72,9 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
     c.ema.decay = 0.9
     c.batch_size, c.total_steps = 8, 4
     c.log_every, c.eval_every, c.checkpoint_every = 1, 4, 2
-    c.eval = dict(batch_size=16, max_batches=1, full_at_end=False, use_ema=True)
+    # No TensorBoard grid: its sampler's compile would double a tiny run.
+    c.eval = dict(batch_size=16, max_batches=1, full_at_end=False, use_ema=True,
+                  sample_grid=dict(classes=0, per_class=0, cfg_scale=2.0, seed=0))
   else:  # Fashion-MNIST default, the generator of configs/pipeline.py.
     # Sized for about half an hour of a 2-core CPU (benchmarks/pipeline.md):
     # size XS (2.0M parameters) sees one epoch (64k images) in the time S
@@ -82,5 +86,5 @@ def generator_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
     c.ema.decay = 0.995
     c.batch_size, c.total_steps = 64, 1000
     c.log_every, c.eval_every, c.checkpoint_every = 50, 1000, 200
-    c.eval = dict(batch_size=250, max_batches=2, full_at_end=False, use_ema=True)
+    c.eval.update(batch_size=250, max_batches=2)
   return c

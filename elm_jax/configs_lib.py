@@ -179,6 +179,9 @@ def _validate_generator(config: ml_collections.ConfigDict) -> None:
   require(m.head_dim % 4 == 0, "model.head_dim", "must be divisible by 4 (2D RoPE).")
   require(m.remat in REMAT_POLICIES, "model.remat",
           f"{m.remat!r}: expected one of {', '.join(REMAT_POLICIES)}.")
+  grid = config.eval.get("sample_grid", {})
+  require(not grid or (grid.get("classes", 0) >= 0 and grid.get("per_class", 0) >= 0),
+          "eval.sample_grid", "classes and per_class must be >= 0 (0: no grid).")
   require(m.attention_query_blocks >= 1, "model.attention_query_blocks",
           f"{m.attention_query_blocks} must be >= 1 (1: one block, the full "
           "causal score matrix).")

@@ -4,18 +4,21 @@ Any config field can be overridden: `--config.optim.lr=3e-4`. Starting again
 with the same workdir resumes from its latest checkpoint.
 """
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from elm_jax import configs_lib, distributed
+from elm_jax import distributed
 from elm_jax.bad_input import exit_on_bad_input, local_path, parse_flags
-from elm_jax.train.stages import make_stage
 
 
 def main(config, workdir: str, distributed_flags: dict) -> None:
   """Trains config's stage in workdir; distributed_flags: the holders that
   distributed.define_flags made."""
+  # deferred: jax, flax and the stages take seconds to import; --help needs none
+  import jax
+  from elm_jax import configs_lib
+  from elm_jax.train import loop, preemption
+  from elm_jax.train.stages import make_stage
   with exit_on_bad_input("elm_jax.main"):
     local_path("--workdir", workdir)
     configs_lib.validate(config)
@@ -23,8 +26,6 @@ def main(config, workdir: str, distributed_flags: dict) -> None:
   if config.get("jax_disable_most_optimizations", False):
     # tiny configs: compile time dominates a few-step run.
     jax.config.update("jax_disable_most_optimizations", True)
-  # deferred: heavy (TensorFlow), not needed for --help or bad flags
-  from elm_jax.train import loop, preemption
   logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
                jax.default_backend(), jax.device_count(), jax.process_index(),
                jax.process_count())

@@ -1,4 +1,4 @@
-"""Metric writers (the project's only clu import) and step-metric averaging.
+"""Metric writers (the project's only clu imports) and step-metric averaging.
 
 Process 0 writes TensorBoard event files and a `metrics.jsonl` (one JSON
 object per write: {"step": s, name: value, ...}) in the workdir; the others
@@ -13,15 +13,23 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from clu import metric_writers, periodic_actions
 
 from elm_jax import atomic_files
 
-ReportProgress = periodic_actions.ReportProgress
+
+def report_progress(**kwargs):
+  """clu's ReportProgress (steps/s, ETA) with these arguments."""
+  # deferred: clu's writers import TensorFlow (seconds); --help needs none of it
+  from clu import periodic_actions
+  return periodic_actions.ReportProgress(**kwargs)
 
 
-class JsonlWriter(metric_writers.MetricWriter):
-  """Appends scalars as JSON lines; easy to read back in tests and notebooks."""
+class JsonlWriter:
+  """Appends scalars as JSON lines; easy to read back in tests and notebooks.
+
+  clu's MetricWriter interface, written out rather than subclassed: importing
+  clu.metric_writers imports TensorFlow, which this module defers.
+  """
 
   def __init__(self, path: str):
     self._path = path
@@ -64,8 +72,10 @@ class JsonlWriter(metric_writers.MetricWriter):
     self._file.close()
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard + JSONL on process 0, logging only elsewhere."""
+def create_writer(workdir: str):
+  """A clu MetricWriter: TensorBoard + JSONL on process 0, logging only elsewhere."""
+  # deferred: imports TensorFlow (seconds); only commands that write need it
+  from clu import metric_writers
   lead = jax.process_index() == 0
   writer = metric_writers.create_default_writer(
       workdir, just_logging=not lead, asynchronous=True)

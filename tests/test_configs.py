@@ -122,6 +122,8 @@ def test_bad_fields_are_named(field, value, match):
      "model.attention_impl: 'flash': expected one of"),
     ("ar", "split", "3", "split='3': expected n-k"),
     ("ar", "patch", 0, "patch: 0: must be a whole number >= 1"),
+    ("ar", "eval.sample_grid.classes", -1,
+     "eval.sample_grid: classes and per_class must be >= 0"),
     ("ar", "optim.decay", "linear", "optim.decay: 'linear': expected one of"),
     ("bae", "optim.decay", "linear", "optim.decay: 'linear': expected one of"),
 ])

@@ -125,3 +125,29 @@ def test_smoke_run_through_main(tmp_path, tiny_tokenizer_dir, stage):
   assert all(np.isfinite(r["train/loss"]) for r in train)
   assert any("train/tokens_per_sec" in r for r in rows)
   assert any("eval/loss" in r for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage_class", [ARStage, mlm.MLMStage])
+def test_evaluation_samples_a_grid_for_tensorboard(tiny_tokenizer_dir, stage_class):
+  """eval.sample_grid: rows of classes, a fixed seed (the same grid from
+  the same weights), on a sharded (fsdp 8) state."""
+  config = ar_config(tiny_tokenizer_dir)
+  if stage_class is mlm.MLMStage:
+    config = get_config("mlm", "tiny,split=2-4")
+    config.tokenizer.checkpoint = tiny_tokenizer_dir
+  config.eval.sample_grid.update(classes=3, per_class=2)
+  stage = stage_class(config)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 8, "tensor": 1})
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.DEFAULT_RULES):
+    _, _, init = loop.sharded_state(stage, mesh, sharding.DEFAULT_RULES,
+                                    jax.random.PRNGKey(0))
+    state = init(jax.random.PRNGKey(0))
+    frozen = jax.device_put(stage.frozen(), sharding.replicated(mesh))
+    scalars, images = stage.evaluate(state, frozen, stage.eval_batches(False), mesh)
+    again = stage.sample_grid(state.ema_params, frozen["tokenizer"], mesh)
+  assert np.isfinite(scalars["loss"])
+  grid = images["samples"]
+  assert grid.shape == (1, 3 * 34 + 2, 2 * 34 + 2, 3) and grid.dtype == np.uint8
+  np.testing.assert_array_equal(grid, again)
+  assert grid[0, 2:34, 2:34].std() > 0

@@ -8,6 +8,8 @@ Bernoulli probabilities every time (ELM's augmentation); VQ and LFQ codes
 are deterministic (elm_jax.train.frozen_tokenizer). A subclass supplies
 `loss(params, ids, labels, rng, train) -> (loss [B], aux {name: [B]})`,
 per-example values: training takes their means, evaluation their masked sums.
+Every evaluation also samples a class-conditional grid (config.eval.sample_grid,
+a fixed seed so that grids compare across steps) for TensorBoard.
 """
 
 import os
@@ -23,6 +25,9 @@ from absl import logging
 from elm_jax import generator_config, sharding
 from elm_jax.config_error import ConfigError
 from elm_jax.data import pipeline, token_pipeline
+from elm_jax.sampling import autoregressive, masked
+from elm_jax.sampling import images as images_lib
+from elm_jax.sampling.settings import SamplerSettings
 from elm_jax.train import eval_means, frozen_tokenizer, optim
 from elm_jax.train.state import TrainState
 
@@ -172,4 +177,29 @@ class GeneratorStage:
       totals.add(step(params, sharding.global_batch(local, mesh), frozen))
     out = totals.means(self.config.data)
     out["perplexity"] = float(np.exp(out["loss"]))
-    return out, {}
+    grid = self.config.eval.get("sample_grid", {})
+    if not (grid and grid.get("classes", 0) and grid.get("per_class", 0)):
+      return out, {}
+    tok_params = frozen.get("tokenizer", self.tokenizer.params)
+    return out, {"samples": self.sample_grid(params, tok_params, mesh)}
+
+  def sample_grid(self, params, tok_params, mesh) -> np.ndarray:
+    """config.eval.sample_grid: `classes` rows (spread over the classes) of
+    `per_class` samples at CFG `cfg_scale`, seed `seed` -> uint8 [1, H', W', 3]."""
+    g = self.config.eval.sample_grid
+    num_classes = self.model.num_classes
+    classes = np.linspace(0, num_classes - 1, min(g.classes, num_classes))
+    labels = np.repeat(classes.round().astype(np.int32), g.per_class)
+    if getattr(self, "_grid_fn", None) is None:  # one compile per run
+      settings = SamplerSettings(cfg_scale=g.cfg_scale)
+      sample = autoregressive.sample if self.causal else masked.sample
+      tok_model, patch = self.tokenizer.model, self.patch
+
+      def grid_images(params, tok_params, labels):
+        ids = sample(self.model, params, labels, jax.random.key(g.seed), settings)
+        return images_lib.decode_tokens(tok_model, tok_params, ids, patch)
+
+      self._grid_fn = jax.jit(grid_images,
+                              out_shardings=sharding.replicated(mesh))
+    images = np.asarray(self._grid_fn(params, tok_params, labels))
+    return images_lib.tile(images, len(classes))[None]

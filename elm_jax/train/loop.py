@@ -160,8 +160,8 @@ def _train(config, workdir, stage, mesh, state, state_sharding, start, data_iter
   frozen = sharding.place_from_host(stage.frozen(), sharding.replicated(mesh))
   step_fn = jit_train_step(stage, state_sharding)
   total = config.total_steps
-  report = metrics.ReportProgress(num_train_steps=total, writer=writer,
-                                  every_secs=config.get("progress_every_secs", 30))
+  report = metrics.report_progress(num_train_steps=total, writer=writer,
+                                   every_secs=config.get("progress_every_secs", 30))
   accumulator = metrics.MeanAccumulator()
   cfg_json = _config_dict(config)
   step = start
