@@ -34,7 +34,9 @@ def test_smoke_run_writes_checkpoints_summaries_and_eval(tmp_path):
   for key in ("eval/psnr", "eval/ssim", "eval/lpips", "eval/code_usage",
               "eval/bit_entropy"):
     assert np.isfinite(evals[-1][key]), key
-  assert any("steps_per_sec" in k for r in rows for k in r)
+  names = {k for r in rows for k in r}
+  assert [k for k in names if "steps_per_sec" in k] == ["train/steps_per_sec"]
+  assert "train/learning_rate" in names
   config = checkpointing.Checkpointer(workdir).restore_config(4)
   assert config["model"]["bits"] == 8
 

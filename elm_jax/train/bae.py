@@ -74,6 +74,10 @@ class TokenizerStage:
     self.disc = disc_lib.PatchDiscriminator(**config.loss.disc)
     self.lpips = LPIPS()
     self.tx_ae = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
+    o = config.optim
+    self.schedule = optim.schedule(o.lr, o.get("warmup_steps", 0),
+                                   o.get("decay", "constant"), config.total_steps,
+                                   o.get("final_fraction", 0.0))
     self.tx_disc = optim.make_optimizer(**config.disc_optim,
                                         total_steps=config.total_steps)
     size = config.data.image_size
@@ -209,7 +213,8 @@ class TokenizerStage:
                            self.config.ema.decay, self.config.ema.every)
     m.update({"loss/total": total,
               "psnr": jnp.mean(recon.psnr(images, jnp.clip(x_hat, 0, 1))),
-              "grad_norm": optax.tree.norm(ae_grads)})
+              "grad_norm": optax.tree.norm(ae_grads),
+              "learning_rate": self.schedule(state.step)})
     if q.bits is not None:
       stats = recon.BitStats.from_bits(q.bits)
       m["code_usage"], m["bit_entropy"] = stats.usage(), stats.mean_entropy()

@@ -160,7 +160,9 @@ def _train(config, workdir, stage, mesh, state, state_sharding, start, data_iter
   frozen = sharding.place_from_host(stage.frozen(), sharding.replicated(mesh))
   step_fn = jit_train_step(stage, state_sharding)
   total = config.total_steps
-  report = metrics.report_progress(num_train_steps=total, writer=writer,
+  # Progress and ETA on the console only: train/steps_per_sec below is the
+  # one steps/s series in the metrics.
+  report = metrics.report_progress(num_train_steps=total, writer=None,
                                    every_secs=config.get("progress_every_secs", 30))
   accumulator = metrics.MeanAccumulator()
   cfg_json = _config_dict(config)
