@@ -15,6 +15,7 @@ import traceback
 
 from absl import flags, logging
 
+from elm_jax import config_variants
 from elm_jax.config_error import ConfigError
 
 # What bad flags, files or data raise here: the messages name the flag.
@@ -124,13 +125,25 @@ def parse_flags(argv: list[str]) -> list[str]:
   flags_parser=parse_flags)`). Exits with one line, not a traceback, when a
   --config.x=y override names a field the config does not have (with a
   suggestion), when the config file's arguments are refused, or when the
-  file cannot be loaded."""
+  file cannot be loaded. Adds --print_config (print the resolved config and
+  exit) and lists the config files' variants in --config's help."""
+  if "config" in flags.FLAGS and "print_config" not in flags.FLAGS:
+    flags.DEFINE_boolean("print_config", False, "Print the resolved --config "
+                         "(its file, arguments and --config.x=y overrides) "
+                         "and exit.")
+    config_variants.add_to_help(flags.FLAGS["config"])
+  if ("--print_config" in argv and "workdir" in flags.FLAGS
+      and not any(a.startswith("--workdir") for a in argv)):
+    argv = [*argv, "--workdir=-"]  # required, but unused: the command exits
   try:
     rest = flags.FLAGS(argv)
     if "config" in flags.FLAGS:
       # A file that failed to load is a stand-in that raises OSError on
       # attribute access; a ConfigDict has `keys`.
       flags.FLAGS["config"].value.keys  # pylint: disable=pointless-statement
+      if flags.FLAGS.print_config:
+        print(flags.FLAGS["config"].value)
+        sys.exit(0)
     return rest
   except OSError as e:  # a --config file that is missing or fails to import
     sys.exit(f"--config: {e.__cause__ or e}")

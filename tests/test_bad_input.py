@@ -21,7 +21,7 @@ from processes import ROOT
 
 @pytest.mark.slow
 def test_split_override_and_suggestions(tiny_tokenizer_dir):
-  config = get_config("ar", "tiny")  # split 2-8
+  config = get_config("ar", "tiny")  # split=auto: 2-4 over 8 bits
   config.tokenizer.checkpoint = tiny_tokenizer_dir
   config.split = "2-4"  # what --config.split=2-4 does
   stage = ARStage(config)

@@ -2,14 +2,19 @@
 explicit argument always wins over a variant."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import ml_collections
 import pytest
+import yaml
 
 from config_loading import CONFIGS, get_config, load
-from elm_jax import configs_lib, generator_config, sharding
+from elm_jax import config_variants, configs_lib, generator_config, sharding
 from elm_jax.models.transformer import SIZES
 from elm_jax.tokens import Codes
+from processes import ROOT
 
 VARIANTS = {"bae": [None, "tiny", "imagenet", "imagenet,bits=20",
                     "tiny,quantizer=vq", "tiny,quantizer=lfq", "tiny,bits=16"],
@@ -262,3 +267,29 @@ def test_pipeline_default_generator_reads_blocks_of_cells():
   assert (grid, tok.model.bits) == (16, 8)
   assert (model.grid_size, model.bits, model.num_subcodes, model.vocab_size) == (8, 32, 4, 256)
   assert (model.num_layers, model.dim) == (4, 256)
+
+
+def test_help_lists_each_files_arguments_as_the_files_declare_them():
+  """config_variants reads ARGS without importing; it must agree with the
+  imported files."""
+  read = config_variants.file_arguments()
+  assert set(read) == {"ar.py", "bae.py", "mlm.py", "pipeline.py", "sample.py"}
+  for name, args in read.items():
+    assert args == dict(configs_lib.load_module(
+        os.path.join(configs_lib.CONFIGS_DIR, name)).ARGS), name
+  assert ("configs/ar.py: variants tiny|imagenet; arguments size=XS, "
+          "split=auto") in config_variants.describe()
+
+
+def test_print_config_prints_the_resolved_config_and_exits():
+  proc = subprocess.run(
+      [sys.executable, "-m", "elm_jax.main", "--config=configs/ar.py:tiny",
+       "--config.model.dim=128", "--print_config"], cwd=ROOT,
+      capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  printed = yaml.safe_load(proc.stdout)
+  assert printed["model"]["dim"] == 128 and printed["split"] == "auto"
+  assert printed["stage"] == "ar"
+  proc = subprocess.run([sys.executable, "-m", "elm_jax.sample", "--help"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert "configs/sample.py: variants tiny|imagenet|demo|mlm" in proc.stdout
