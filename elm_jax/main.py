@@ -16,7 +16,7 @@ def main(config, workdir: str, distributed_flags: dict) -> None:
   distributed.define_flags made."""
   # deferred: jax, flax and the stages take seconds to import; --help needs none
   import jax
-  from elm_jax import configs_lib
+  from elm_jax import configs_lib, run_log
   from elm_jax.train import loop, preemption
   from elm_jax.train.stages import make_stage
   with exit_on_bad_input("elm_jax.main"):
@@ -26,11 +26,12 @@ def main(config, workdir: str, distributed_flags: dict) -> None:
   if config.get("jax_disable_most_optimizations", False):
     # tiny configs: compile time dominates a few-step run.
     jax.config.update("jax_disable_most_optimizations", True)
-  logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
-               jax.default_backend(), jax.device_count(), jax.process_index(),
-               jax.process_count())
   # Some config errors show only once the tokenizer and devices are known.
-  with preemption.exit_when_stopped(), exit_on_bad_input("elm_jax.main"):
+  with preemption.exit_when_stopped(), exit_on_bad_input("elm_jax.main"), \
+      run_log.capture(workdir, "main"):
+    logging.info("JAX %s on %s: %d devices, process %d/%d", jax.__version__,
+                 jax.default_backend(), jax.device_count(), jax.process_index(),
+                 jax.process_count())
     loop.train_and_evaluate(config, workdir, make_stage(config))
 
 

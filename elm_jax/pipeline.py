@@ -158,6 +158,7 @@ def _run_stages(configs: dict, workdir: str) -> dict:
 def main(config, workdir: str) -> None:
   from elm_jax import platform
   platform.split_cpu(config.cpu_devices)
+  from elm_jax import run_log
   from elm_jax.train import preemption
   with preemption.exit_when_stopped(), exit_on_bad_input("elm_jax.pipeline"):
     local_path("--workdir", workdir)
@@ -165,7 +166,8 @@ def main(config, workdir: str) -> None:
     if config.get("jax_disable_most_optimizations", False):
       # tiny: compile time dominates a few-step run.
       jax.config.update("jax_disable_most_optimizations", True)
-    report = run(config, workdir)
+    with run_log.capture(workdir, "pipeline"):
+      report = run(config, workdir)
   print(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)},
                    indent=1))
 

@@ -203,9 +203,11 @@ def main(config, workdir: str, distributed_flags: dict | None = None) -> None:
     if distributed_flags is not None:
       distributed.initialize_from_flags(distributed_flags)  # before any jax use
     import jax  # deferred: jax-heavy; --help and bad flags need none of it
+    from elm_jax import run_log
     if config.jax_disable_most_optimizations:
       jax.config.update("jax_disable_most_optimizations", True)
-    run(config, workdir)
+    with run_log.capture(workdir, "sample"):
+      run(config, workdir)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,15 @@ pytestmark = pytest.mark.slow
 
 def test_smoke_run_writes_checkpoints_summaries_and_eval(tmp_path):
   workdir = str(tmp_path / "bae")
-  run(workdir)
+  proc = run(workdir)
+  # The console: the project's lines and clu's reports; orbax's INFO lines
+  # only in the run's log file.
+  assert "Checkpoint of step 2 saving to" in proc.stderr and "ETA" in proc.stderr
+  assert "checkpoint_manager.py" not in proc.stderr
+  assert len(proc.stderr.splitlines()) < 40, proc.stderr
+  (log,) = glob.glob(os.path.join(workdir, "logs", "main-*-p0.log"))
+  text = open(log).read()
+  assert "checkpoint_manager.py" in text and "Checkpoint of step 4" in text
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
                  if d.isdigit())
   assert steps == [2, 4]

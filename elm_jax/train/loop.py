@@ -195,6 +195,7 @@ def _train(config, workdir, stage, mesh, state, state_sharding, start, data_iter
         writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
       if checkpoint_now:  # before the evaluation: a failing eval loses no steps
         ckpt.save(step, state, data_iter, cfg_json)
+        logging.info("Checkpoint of step %d saving to %s", step, ckpt.directory)
       if stopping:
         ckpt.wait()
         ckpt.check_for_errors()
