@@ -181,14 +181,19 @@ def _sample_npz(config, runner, store, root, labels, chief):
   if done.any():
     logging.info("Resuming: %d of %d batches are already done.", done.sum(),
                  num_batches)
-  for i in np.flatnonzero(~done):
+  todo = np.flatnonzero(~done)
+  begin = time.time()
+  for n, i in enumerate(todo, 1):
     start = time.time()
     batch_labels = labels[i * bs:(i + 1) * bs]
     images = runner.images(batch_labels, jax.random.fold_in(root, int(i)))
     if chief:
       store.write_batch(int(i), images, batch_labels)
-    logging.info("Batch %d/%d: %.2f images/s", i + 1, num_batches,
-                 len(batch_labels) / (time.time() - start))
+    now = time.time()
+    # The first batch includes the compile: the ETA assumes later ones as slow.
+    eta = (now - begin) / n * (len(todo) - n)
+    logging.info("Batch %d/%d: %.2f images/s, ETA %dm%02ds", i + 1, num_batches,
+                 len(batch_labels) / (now - start), eta // 60, eta % 60)
   if not chief:
     return ""
   path = store.assemble(num_batches, config.num_samples)

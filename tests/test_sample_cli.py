@@ -1,6 +1,8 @@
 """`python -m elm_jax.sample` end to end, its files, and resuming."""
 
+import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -34,6 +36,9 @@ def test_sample_writes_grid_and_adm_npz_and_resumes(tiny_ar_dir, tmp_path):
   # 8 devices, batches of 8: 20 samples = 8 + 8 + 4 (padded); grid 10 = 8 + 2.
   first = run_sample(tiny_ar_dir, out, "--config.batch_size=8")
   assert first.returncode == 0, first.stderr[-3000:]
+  assert re.search(r"Batch 1/3: [\d.]+ images/s, ETA \d+m\d\ds", first.stderr)
+  assert re.search(r"Batch 3/3: .* ETA 0m00s", first.stderr)
+  assert glob.glob(os.path.join(out, "logs", "sample-*-p0.log"))
   with np.load(os.path.join(out, "samples.npz")) as f:
     images, labels = f["arr_0"], f["arr_1"]
   assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8
