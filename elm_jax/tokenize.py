@@ -90,8 +90,10 @@ def tokenize_split(tok: frozen_tokenizer.FrozenTokenizer, data: dict, split: str
           encode(params, images[:, :, ::-1]))[keep]
     labels[rows] = batch["label"][keep]
     if (written + count) // every > written // every:  # about every 10%
-      logging.info("%s: %d of %d examples (%.1f images/s)", split,
-                   written + count, n, (written + count) / (time.time() - start))
+      done, seconds = written + count, time.time() - start
+      eta = seconds / done * (n - done)
+      logging.info("%s: %d of %d examples (%.1f images/s), ETA %dm%02ds", split,
+                   done, n, done / seconds, eta // 60, eta % 60)
     written += count
   if written != n:
     raise RuntimeError(f"{split}: encoded {written} of {n} examples (images "

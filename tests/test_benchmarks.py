@@ -98,3 +98,35 @@ def test_ar_model_flops_count_six_per_weight_and_token_plus_attention(layers, di
   batch, seq = 3, 16
   want = 6 * weights * batch * seq + 12 * layers * dim * seq * seq * batch
   assert ar_train_step.model_flops(model, params, batch, seq) == want
+
+
+def test_tokenizer_kinds_table_from_finished_runs(tmp_path, monkeypatch, capsys):
+  """Finished pipeline workdirs are tabulated, not run again: each kind's
+  code usage from its tokenizer's last evaluation, the rest from report.json."""
+  for kind, usage in (("bae", 0.98), ("vq", 0.61)):
+    (tmp_path / kind / "tokenizer").mkdir(parents=True)
+    (tmp_path / kind / "tokenizer" / "metrics.jsonl").write_text(
+        json.dumps({"step": 600, "eval/code_usage": 0.5}) + "\n"
+        + json.dumps({"step": 1200, "eval/code_usage": usage}) + "\n")
+    (tmp_path / kind / "report.json").write_text(json.dumps(dict(
+        psnr=25.5, class_accuracy=0.8, fid=50.0, fid_real_floor=21.9,
+        precision=0.7, recall=0.2, minutes={"total": 30.0, "tokenizer": 10.0})))
+  out = tmp_path / "kinds.json"
+  run_script("tokenizer_kinds.py", [f"--root={tmp_path}", "--kinds=bae,vq",
+                                    f"--json={out}"], monkeypatch)
+  rows = json.loads(out.read_text())["rows"]
+  assert [(r["kind"], r["code_usage"], r["minutes"]) for r in rows] == [
+      ("bae", 0.98, 30.0), ("vq", 0.61, 30.0)]
+  header = capsys.readouterr().out.splitlines()[0]
+  assert header == ("| kind | code_usage | psnr | class_accuracy | fid | "
+                    "fid_real_floor | precision | recall | minutes |")
+
+
+def test_startup_rows_for_two_entry_points():
+  """Timed in fresh processes; neither imports TensorFlow or torch for --help."""
+  startup = runpy.run_path(os.path.join(ROOT, "benchmarks", "startup.py"))
+  rows = startup["measure"](("pipeline", "sample"), repeats=1)
+  assert [r["entry_point"] for r in rows] == ["elm_jax.pipeline", "elm_jax.sample"]
+  assert all(r["fastest_s"] > 0 and r["heavy_imports"] == "-" for r in rows)
+  assert startup["table"](rows).splitlines()[0] == (
+      "| entry_point | median_s | fastest_s | heavy_imports |")
