@@ -58,8 +58,8 @@ def make_optimizer(*, name: str = "adam", lr: float, b1: float = 0.9,
 
 def ema_update(ema: Any, params: Any, step: jax.Array, decay: float,
                every: int = 1) -> Any:
-  """ema <- decay * ema + (1 - decay) * params on steps divisible by `every`."""
+  """ema <- decay * ema + (1 - decay) * params on steps divisible by `every`
+  (optax.incremental_update; the `every` gate is this project's)."""
+  updated = optax.incremental_update(params, ema, 1.0 - decay)
   apply = (step % every) == 0
-  return jax.tree.map(
-      lambda e, p: jnp.where(apply, decay * e + (1.0 - decay) * p, e),
-      ema, params)
+  return jax.tree.map(lambda u, e: jnp.where(apply, u, e), updated, ema)
