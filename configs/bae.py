@@ -7,7 +7,7 @@
 
 Variants (one of): `fmnist` (default: Fashion-MNIST 32x32 -> 16x16 grid of
 16-bit codes, 256 tokens as in ELM's ImageNet setup; the tokenizer of
-configs/pipeline.py), `imagenet` (ELM's 256x256 BAE, SPEC section 1), `tiny`
+configs/pipeline.py), `imagenet` (ELM's 256x256 BAE, docs/spec.md section 2), `tiny`
 (seconds on a CPU, for tests; 8-bit codes); combined with
 `quantizer=binary|vq|lfq` and `bits=K`, which win over the variant's.
 """

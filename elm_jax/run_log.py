@@ -6,7 +6,9 @@ errors. Libraries' INFO lines (orbax's checkpoint-manager chatter, absl,
 jax) reach the console only at --verbosity=1.
 
 File: WORKDIR/logs/COMMAND-<UTC time>-p<process>.log receives every record
-of INFO and above (DEBUG too at --verbosity=1), whatever the console shows.
+of INFO and above (DEBUG too at --verbosity=1), whatever the console shows,
+from the moment the run has created WORKDIR (earlier records are kept until
+then; a run that stops before leaves no file).
 """
 
 import contextlib
@@ -36,6 +38,27 @@ class ProjectInfoOnly(std_logging.Filter):
     return "/elm_jax/" in path or path.endswith(_REPORTING)
 
 
+class _WorkdirFileHandler(std_logging.FileHandler):
+  """A FileHandler that opens its file only once the run has made its
+  workdir: records before that wait in memory, so a command that stops on
+  bad input leaves no directory behind."""
+
+  def __init__(self, path: str, workdir: str):
+    super().__init__(path, delay=True)
+    self._workdir, self._pending = workdir, []
+
+  def emit(self, record: std_logging.LogRecord) -> None:
+    if self.stream is None:
+      if not os.path.isdir(self._workdir):
+        self._pending.append(record)
+        return
+      os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+      pending, self._pending = self._pending, []
+      for early in pending:
+        super().emit(early)
+    super().emit(record)
+
+
 def log_path(workdir: str, command: str, process: int = 0) -> str:
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
   return os.path.join(workdir, "logs", f"{command}-{stamp}-p{process}.log")
@@ -50,8 +73,7 @@ def capture(workdir: str, command: str):
   console.addFilter(quiet)  # first: the backend's start-up lines are INFO
   import jax  # deferred: jax-heavy; only run commands get here
   path = log_path(workdir, command, jax.process_index())
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  file_handler = std_logging.FileHandler(path)
+  file_handler = _WorkdirFileHandler(path, workdir)
   file_handler.setLevel(std_logging.DEBUG if logging.get_verbosity() >= 1
                         else std_logging.INFO)
   file_handler.setFormatter(std_logging.Formatter(_FORMAT))

@@ -1,4 +1,4 @@
-"""Bits <-> sub-code ids: ELM's vocabulary decomposition (SPEC section 3).
+"""Bits <-> sub-code ids: ELM's vocabulary decomposition (docs/spec.md section 4).
 
 A K-bit code per grid position is split into n sub-codes of K/n bits: the
 grid is read in raster order (row-major), chunk i of a position takes bits

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from elm_jax import evaluate, metrics, sharding
+from elm_jax import metrics, sharding
+from elm_jax.evaluation import run as evaluate
 from elm_jax.data import sources, transforms
 from elm_jax.evaluation import fid, inception
 from elm_jax.train import frozen_tokenizer

@@ -34,12 +34,19 @@ def test_console_passes_project_lines_and_library_warnings_only():
 
 
 def test_log_file_keeps_library_info_and_is_closed_after(tmp_path):
+  """Records before the run makes its workdir wait for it; a run that never
+  makes one leaves nothing behind."""
   library = std_logging.getLogger("some_library")
-  with run_log.capture(str(tmp_path), "main") as path:
+  with run_log.capture(str(tmp_path / "never"), "main"):
+    logging.info("bad input")
+  assert not (tmp_path / "never").exists()
+  workdir = tmp_path / "run"
+  with run_log.capture(str(workdir), "main") as path:
     library.info("library detail %d", 7)
+    workdir.mkdir()
     logging.info("project line")
   library.info("after the run")
-  assert glob.glob(str(tmp_path / "logs" / "main-*-p0.log")) == [path]
+  assert glob.glob(str(workdir / "logs" / "main-*-p0.log")) == [path]
   text = open(path).read()
   assert "library detail 7" in text and "project line" in text
   assert "after the run" not in text

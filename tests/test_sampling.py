@@ -175,7 +175,7 @@ def test_guidance_schedules_match_the_formulas():
   r = (t + 1) / n
   want = {
       "constant": np.full(n, s),
-      "linear": 1 + (s - 1) * (t + 1) / n,  # SPEC section 5
+      "linear": 1 + (s - 1) * (t + 1) / n,  # docs/spec.md section 7
       "cosine": 1 + (s - 1) * np.cos(-np.pi / 2 + r * np.pi / 2),
       "log": 1 + (s - 1) * np.log(1 + (np.e - 1) * r),
       "square": 1 + (s - 1) * r ** 2,

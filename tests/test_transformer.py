@@ -120,7 +120,7 @@ def test_subcodes_feed_the_model():
   assert np.abs(x1[:, 1:] - x2[:, 1:]).max(axis=-1).min() > 0
 
 
-# SPEC section 4: (layers, width, heads, params 2-10, params 2-12).
+# docs/spec.md section 5: (layers, width, heads, params 2-10, params 2-12).
 SIZES = {"B": (12, 768, 12, 90e6, 99.5e6), "L": (24, 1024, 16, 315.6e6, 328e6),
          "XL": (36, 1280, 20, 741e6, 757e6),
          "XXL": (48, 1536, 24, 1.372e9, 1.39e9),

@@ -27,6 +27,7 @@ from elm_jax import atomic_files
 from elm_jax.configs_lib import require
 from elm_jax.data import pipeline
 from elm_jax.evaluation import classifier as classifier_lib
+from elm_jax.evaluation import run as evaluate_run
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -101,11 +102,10 @@ def fid_cache_paths(cache_dir: str, data, num_reference: int, inception: str
 
 def evaluate(config, out_dir: str, data, samples_path: str) -> dict:
   """Scores the samples in `samples_path`; writes out_dir/scores.json; returns it."""
-  from elm_jax import evaluate as evaluate_cmd
   os.makedirs(out_dir, exist_ok=True)
   os.makedirs(config.cache_dir, exist_ok=True)
   n, split = config.num_reference, data.eval_split
-  samples = evaluate_cmd.load_images(samples_path, config.num_samples, "samples")
+  samples = evaluate_run.load_images(samples_path, config.num_samples, "samples")
   with np.load(samples_path) as f:  # the labels: load_images reads arr_0 only
     if "arr_1" not in f.files:
       raise ValueError(f"{samples_path} has no arr_1 (the samples' class labels); "
@@ -155,10 +155,10 @@ def evaluate(config, out_dir: str, data, samples_path: str) -> dict:
   else:
     floor_images = os.path.join(out_dir, "real_floor_images.npz")
     atomic_files.write_npz(floor_images, arr_0=real[n:2 * n], arr_1=real_labels[n:2 * n])
-    floor = evaluate_cmd.evaluate(floor_images, out_dir=os.path.join(out_dir, "fid_real_floor"),
+    floor = evaluate_run.evaluate(floor_images, out_dir=os.path.join(out_dir, "fid_real_floor"),
                                   **common)["metrics"]
     atomic_files.write_json(floor_cache, floor)
-  fid = evaluate_cmd.evaluate(samples_path, out_dir=os.path.join(out_dir, "fid"),
+  fid = evaluate_run.evaluate(samples_path, out_dir=os.path.join(out_dir, "fid"),
                               num_samples=config.num_samples, **common)["metrics"]
   scores.update(fid=fid["fid"], sfid=fid["sfid"], precision=fid["precision"],
                 recall=fid["recall"], fid_real_floor=floor["fid"],

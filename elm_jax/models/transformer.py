@@ -1,4 +1,4 @@
-"""ELM's class-conditional transformers over sub-code tokens (SPEC sections 3-4).
+"""ELM's class-conditional transformers over sub-code tokens (docs/spec.md sections 4-5).
 
 One Llama-style pre-norm module serves both generators:
 - AR (`causal=True`): sequence [class, cell 0, ..., cell T-1], one position
@@ -48,7 +48,7 @@ REMAT_POLICIES = {
 }
 
 
-# Sizes: (layers, width, heads); head_dim is 64 everywhere (SPEC section 4).
+# Sizes: (layers, width, heads); head_dim is 64 everywhere (docs/spec.md section 5).
 SIZES = {
     "tiny": (2, 128, 2),
     "XS": (4, 192, 3),  # the Fashion-MNIST default (configs/common.py)

@@ -1,4 +1,4 @@
-"""MaskGIT decoding for the MLM generator (SPEC section 5), as one lax.scan.
+"""MaskGIT decoding for the MLM generator (docs/spec.md section 7), as one lax.scan.
 
 Start from a fully masked grid. Iteration t of T: run the bidirectional model
 on the current grid (with guidance: conditional | null class halves), draw

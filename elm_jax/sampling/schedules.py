@@ -1,4 +1,4 @@
-"""Classifier-free guidance schedules and the MaskGIT masking schedule (SPEC section 5).
+"""Classifier-free guidance schedules and the MaskGIT masking schedule (docs/spec.md section 7).
 
 Guidance at step t of N (0-based) uses r = (t + 1) / N and
   s_t = 1 + (s - 1) * f(r),  f: constant 1, linear r, cosine sin(pi r / 2)
