@@ -49,7 +49,7 @@ def test_abstract_tokenizer_from_configs_bae():
   leaves = jax.tree.leaves(tok.params)
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
   n = sum(int(np.prod(x.shape)) for x in leaves)
-  assert 60e6 < n < 70e6  # SPEC: about 30.4M + 35.0M
+  assert 60e6 < n < 70e6  # docs/spec.md section 2: about 30.4M + 35.0M
 
 
 def _tiny_config(tokenizer_dir, **mesh):

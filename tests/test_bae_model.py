@@ -32,11 +32,11 @@ def unused_torch_shortcuts(params, part):
 
 
 def test_imagenet_bae_parameter_count():
-  """SPEC: encoder about 30.4M, decoder about 35.0M, 65.4M in all at K=16.
+  """docs/spec.md section 2: encoder about 30.4M, decoder about 35.0M, 65.4M in all at K=16.
 
-  SPEC counts the PyTorch state dict, which includes the 1x1 convs that
+  ELM counts the PyTorch state dict, which includes the 1x1 convs that
   identity ResBlocks create and never apply (2.35M); elm_jax does not create
-  them, so live parameters + those = SPEC's figures.
+  them, so live parameters + those = its figures.
   """
   model = build_autoencoder(get_config("bae", "imagenet").model)
   params = abstract_params(model, 256)

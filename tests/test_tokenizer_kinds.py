@@ -235,7 +235,7 @@ def test_train_and_sample_over_each_kind(kind_dir, stage, tmp_path):
 
 @pytest.mark.slow
 def test_converted_llamagen_pair_samples_through_the_cli(llamagen_vq_dir, tmp_path):
-  """The README's LlamaGen path: VQ workdir, GPT workdir over it (stored
+  """docs/import.md's LlamaGen path: VQ workdir, GPT workdir over it (stored
   bfloat16, sampled in float32 by --config.generator.dtype), `elm_jax.sample`."""
   src = _llamagen_gpt(tmp_path, 9)
   gen = tmp_path / "gpt"
