@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from config_loading import get_config
-from elm_jax import analyze
+from elm_jax.evaluation import analyses
 from elm_jax.evaluation import analysis
 from elm_jax.models.transformer import Transformer
 from random_runs import save_random_run
@@ -63,7 +63,7 @@ def test_attention_distance_on_constructed_weights():
 
 @pytest.mark.slow
 def test_captured_weights_are_causal_distributions_and_leave_logits_alone(tiny_ar_dir):
-  stage, params, _ = analyze.load_generator(tiny_ar_dir)
+  stage, params, _ = analyses.load_generator(tiny_ar_dir)
   model = stage.model
   tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 20, model.num_subcodes), 0,
                               model.vocab_size)
@@ -82,14 +82,14 @@ def test_captured_weights_are_causal_distributions_and_leave_logits_alone(tiny_a
 def test_commands_write_numbers_plots_and_tensorboard(tmp_path, tiny_tokenizer_dir,
                                                       tiny_ar_dir):
   out = str(tmp_path / "analysis")
-  got = analyze.token_randomness(tiny_tokenizer_dir, 16, out)
+  got = analyses.token_randomness(tiny_tokenizer_dir, 16, out)
   image = next(v for k, v in got.items() if k.startswith("image tokens"))
   text = next(v for k, v in got.items() if k.startswith("text bytes"))
   assert image["vocab_size"] == 256 and image["tokens"] == 16 * 256  # 8 bits: one sub-code
   assert text["tokens"] > 100_000 and text["unigram_kl"] > 1.0
   assert json.load(open(os.path.join(out, "token_randomness.json"))) == got
 
-  res = analyze.attention(tiny_ar_dir, 4, out, query_cell=(8, 8))
+  res = analyses.attention(tiny_ar_dir, 4, out, query_cell=(8, 8))
   assert len(res["mean_distance_per_layer"]) == 2
   assert all(0.0 < d < 16 * math.sqrt(2) for d in res["mean_distance_per_layer"])
   assert np.array(res["mean_distance_per_head"]).shape == (2, 2)
@@ -106,9 +106,9 @@ def test_attention_command_unstacks_a_scanned_generator(tmp_path, tiny_tokenizer
   config.tokenizer.checkpoint = tiny_tokenizer_dir
   config.model.scan_layers = True
   workdir = save_random_run(config, str(tmp_path / "ar_scanned"), step=3)
-  stage, params, _ = analyze.load_generator(workdir)
+  stage, params, _ = analyses.load_generator(workdir)
   assert stage.model.scan_layers and "layers" in params
-  model, flat = analyze.unscanned(stage.model, params)
+  model, flat = analyses.unscanned(stage.model, params)
   assert not model.scan_layers and "layers_1" in flat and "layers" not in flat
   tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 20, model.num_subcodes), 0,
                               model.vocab_size)
@@ -117,5 +117,5 @@ def test_attention_command_unstacks_a_scanned_generator(tmp_path, tiny_tokenizer
       np.asarray(model.apply({"params": flat}, tokens, labels, train=False)[0]),
       np.asarray(stage.model.apply({"params": params}, tokens, labels, train=False)[0]),
       atol=1e-5)
-  res = analyze.attention(workdir, 2, str(tmp_path / "analysis"))
+  res = analyses.attention(workdir, 2, str(tmp_path / "analysis"))
   assert len(res["mean_distance_per_layer"]) == model.num_layers

@@ -100,15 +100,15 @@ def _evaluation_json(path):
 
 
 def _analysis_json(path):
-  from elm_jax import analyze
-  analyze._write_json(path, {"unigram_kl": 0.5})
+  from elm_jax.evaluation import analyses
+  analyses._write_json(path, {"unigram_kl": 0.5})
 
 
 def _analysis_png(path):
-  from elm_jax import analyze
+  from elm_jax.evaluation import analyses
   fig, ax = plt.subplots()
   ax.plot([0, 1])
-  analyze._save_figure(fig, path)
+  analyses._save_figure(fig, path)
 
 
 SITES = {"fid.save_stats": (_fid_stats, "stats.npz"),
