@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from config_loading import get_config
-from elm_jax import sharding, tokenize
+from elm_jax import sharding
+from elm_jax.data import tokenizing
 from elm_jax.data import token_pipeline
 from elm_jax.train import frozen_tokenizer, loop
 from elm_jax.train.ar import ARStage
@@ -33,7 +34,7 @@ def test_tokenize_split_stores_quantised_probabilities(tmp_path, image_folder,
   tok = frozen_tokenizer.load(tiny_tokenizer_dir)
   data = dict(source="folder", path=image_folder, name="", image_size=32,
               num_classes=2)
-  n = tokenize.tokenize_split(tok, data, "train", str(tmp_path), 4, flips=True)
+  n = tokenizing.tokenize_split(tok, data, "train", str(tmp_path), 4, flips=True)
   assert n == 6 and not os.path.exists(tmp_path / "train.partial")
   probs = np.load(tmp_path / "train" / "probs.npy")
   flipped = np.load(tmp_path / "train" / "probs_flipped.npy")
@@ -44,20 +45,20 @@ def test_tokenize_split_stores_quantised_probabilities(tmp_path, image_folder,
   direct = frozen_tokenizer.probabilities(tok.model, tok.params, image[None])
   # jit and eager may round a probability to neighbouring uint8 levels.
   np.testing.assert_allclose(probs[4].astype(int),
-                             np.asarray(tokenize.quantize(direct)[0]).astype(int), atol=1)
+                             np.asarray(tokenizing.quantize(direct)[0]).astype(int), atol=1)
   direct_flip = frozen_tokenizer.probabilities(tok.model, tok.params,
                                                image[None, :, ::-1])
   np.testing.assert_allclose(flipped[4].astype(int),
-                             np.asarray(tokenize.quantize(direct_flip)[0]).astype(int), atol=1)
+                             np.asarray(tokenizing.quantize(direct_flip)[0]).astype(int), atol=1)
   assert not np.array_equal(probs[4], flipped[4])
   with pytest.raises(FileExistsError, match="exists"):
-    tokenize.tokenize_split(tok, data, "train", str(tmp_path), 4, flips=True)
+    tokenizing.tokenize_split(tok, data, "train", str(tmp_path), 4, flips=True)
 
 
 @pytest.mark.slow
 def test_encoder_splits_each_batch_over_all_devices(tiny_tokenizer_dir):
   tok = frozen_tokenizer.load(tiny_tokenizer_dir)
-  encode, params, batch = tokenize.sharded_encoder(tok, 12)
+  encode, params, batch = tokenizing.sharded_encoder(tok, 12)
   assert jax.local_device_count() == 8 and batch == 16  # rounded up to 8 devices
   images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), np.uint8)
   out = encode(params, images)
@@ -65,7 +66,7 @@ def test_encoder_splits_each_batch_over_all_devices(tiny_tokenizer_dir):
   assert len(out.sharding.device_set) == 8
   one = frozen_tokenizer.probabilities(tok.model, tok.params, images[:2])
   np.testing.assert_allclose(np.asarray(out[:2]).astype(int),
-                             np.asarray(tokenize.quantize(one)).astype(int), atol=1)
+                             np.asarray(tokenizing.quantize(one)).astype(int), atol=1)
 
 
 @pytest.mark.slow
@@ -74,7 +75,7 @@ def test_generator_trains_from_tokens(tmp_path, image_folder, tiny_tokenizer_dir
   data = dict(source="folder", path=image_folder, name="", image_size=32,
               num_classes=2)
   out = str(tmp_path / "tokens")
-  tokenize.tokenize_split(tok, data, "train", out, 4, flips=True)
+  tokenizing.tokenize_split(tok, data, "train", out, 4, flips=True)
   with open(os.path.join(out, "meta.json"), "w") as f:
     json.dump({"bits": 8, "grid_size": 16}, f)
   loader = token_pipeline.make_loader(out, "train", 4, True, seed=0)
@@ -121,7 +122,7 @@ def test_an_output_directory_fills_over_runs_without_mixing(tmp_path,
   meta_path = os.path.join(out, "meta.json")
 
   def run(splits, flips=True):
-    return tokenize.tokenize(tiny_tokenizer_dir, out, splits, 4, flips, data)
+    return tokenizing.tokenize(tiny_tokenizer_dir, out, splits, 4, flips, data)
 
   assert run(["train"])["splits"] == {"train": 2}
   written = open(meta_path).read()
@@ -167,9 +168,9 @@ def test_rerun_after_a_kill_names_the_missing_splits_and_logs_progress(
   out = str(tmp_path / "tokens")
   data = dict(source="folder", path=image_folder, name="")
   caplog.set_level(logging.INFO, logger="absl")
-  tokenize.tokenize(tiny_tokenizer_dir, out, ["train"], 4, True, data)
+  tokenizing.tokenize(tiny_tokenizer_dir, out, ["train"], 4, True, data)
   # Progress while it runs; the batch of 4 is rounded up to the 8 devices.
   assert "train: 6 of 6 examples" in caplog.text
   assert "--batch_size=4 rounded up to 8" in caplog.text
   with pytest.raises(FileExistsError, match="--splits=test to add only"):
-    tokenize.tokenize(tiny_tokenizer_dir, out, ["train", "test"], 4, True, data)
+    tokenizing.tokenize(tiny_tokenizer_dir, out, ["train", "test"], 4, True, data)
