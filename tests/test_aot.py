@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from config_loading import get_config
-from elm_jax import aot
+from elm_jax import aot_compile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,9 +26,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("v5p:2x2x1", 4, "v5p:2x2x1", 95),
 ])
 def test_parse_topology(name, chips, topology, hbm):
-  t = aot.parse_topology(name)
+  t = aot_compile.parse_topology(name)
   assert (t.chips, t.topology_name, t.hbm_gib) == (chips, topology, hbm)
-  assert aot.parse_topology(name, hbm_gib=8).hbm_gib == 8
+  assert aot_compile.parse_topology(name, hbm_gib=8).hbm_gib == 8
 
 
 @pytest.mark.parametrize("name,message", [
@@ -39,12 +39,12 @@ def test_parse_topology(name, chips, topology, hbm):
 ])
 def test_bad_topology_names_the_fix(name, message):
   with pytest.raises(ValueError, match=message):
-    aot.parse_topology(name)
+    aot_compile.parse_topology(name)
 
 
 def test_abstract_tokenizer_from_configs_bae():
   config = get_config("ar", "imagenet,size=B,split=2-12")
-  tok = aot.abstract_tokenizer(config)  # no checkpoint: configs/bae.py:imagenet
+  tok = aot_compile.abstract_tokenizer(config)  # no checkpoint: configs/bae.py:imagenet
   assert (tok.bits, tok.grid_size) == (24, 16)
   leaves = jax.tree.leaves(tok.params)
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
@@ -63,8 +63,8 @@ def _tiny_config(tokenizer_dir, **mesh):
 def test_cpu_compile_report_and_overflow_exit(tmp_path, tiny_tokenizer_dir, capsys):
   config = _tiny_config(tiny_tokenizer_dir, fsdp=8)
   out = str(tmp_path / "report.json")
-  target = aot.parse_topology("cpu", hbm_gib=1e-3)  # 1 MiB: cannot fit
-  assert aot.run(config, target, out) == 1
+  target = aot_compile.parse_topology("cpu", hbm_gib=1e-3)  # 1 MiB: cannot fit
+  assert aot_compile.run(config, target, out) == 1
   printed = capsys.readouterr()
   assert "train_step" in printed.out and "NO" in printed.out
   assert "DOES NOT FIT: train_step needs" in printed.err
@@ -87,8 +87,8 @@ def test_cpu_compile_report_and_overflow_exit(tmp_path, tiny_tokenizer_dir, caps
   assert 0.7 * model < report["flops_per_step"] < 3 * model
 
   report["hbm_bytes"] = 2 ** 40
-  assert aot.overflow(report) == ""
-  assert "yes" in aot.format_report(report)
+  assert aot_compile.overflow(report) == ""
+  assert "yes" in aot_compile.format_report(report)
 
 
 def test_compiler_out_of_memory_is_reported_as_overflow(tmp_path, monkeypatch, capsys):
@@ -97,11 +97,11 @@ def test_compiler_out_of_memory_is_reported_as_overflow(tmp_path, monkeypatch, c
     raise RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total "
                        "memory required for HLO temporaries (53.39G) exceeds "
                        "available HBM (30.75G).\nmore detail")
-  monkeypatch.setattr(aot, "compile_train_step", refuse)
+  monkeypatch.setattr(aot_compile, "compile_train_step", refuse)
   config = get_config("ar", "tiny,split=2-4")
   config.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
   out = str(tmp_path / "refused.json")
-  assert aot.run(config, aot.parse_topology("cpu", hbm_gib=32), out) == 1
+  assert aot_compile.run(config, aot_compile.parse_topology("cpu", hbm_gib=32), out) == 1
   err = capsys.readouterr().err
   assert "DOES NOT FIT" in err and "53.39G" in err and "--config.mesh.fsdp=-1" in err
   report = json.load(open(out))
@@ -110,9 +110,9 @@ def test_compiler_out_of_memory_is_reported_as_overflow(tmp_path, monkeypatch, c
 
   def broken(*args):
     raise RuntimeError("INTERNAL: something else")
-  monkeypatch.setattr(aot, "compile_train_step", broken)
+  monkeypatch.setattr(aot_compile, "compile_train_step", broken)
   with pytest.raises(RuntimeError, match="INTERNAL"):  # not mistaken for a fit
-    aot.run(config, aot.parse_topology("cpu", hbm_gib=32), out)
+    aot_compile.run(config, aot_compile.parse_topology("cpu", hbm_gib=32), out)
 
 
 def _libtpu_dir():

@@ -85,13 +85,13 @@ def _inception_npz(path):
 
 
 def _aot_report(path):
-  from elm_jax import aot
-  aot.write_json(path, {"fits": True})
+  from elm_jax import aot_compile
+  aot_compile.write_json(path, {"fits": True})
 
 
 def _tokenize_meta(path):
-  from elm_jax import tokenize
-  tokenize._write_meta(os.path.dirname(path), {"bits": 8})
+  from elm_jax.data import tokenizing
+  tokenizing._write_meta(os.path.dirname(path), {"bits": 8})
 
 
 def _evaluation_json(path):
