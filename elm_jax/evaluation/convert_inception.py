@@ -22,8 +22,6 @@ from absl import app, flags, logging
 
 from elm_jax import atomic_files
 from elm_jax.bad_input import exit_on_bad_input, parse_flags
-from elm_jax.evaluation import inception
-from elm_jax.weights import tree_check
 
 TORCHSCRIPT_NAME = "default_1.pt"
 _PREFIX = "net.layers."
@@ -69,6 +67,9 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], source: str) ->
       node = node.setdefault(s, {})
     value = np.asarray(value, np.float32)
     node[_LEAVES[leaf]] = np.transpose(value, (2, 3, 1, 0)) if leaf == "weight" else value
+  # deferred: the Flax Inception imports jax (seconds); --help needs neither
+  from elm_jax.evaluation import inception
+  from elm_jax.weights import tree_check
   tree_check.check_against(inception.expected_params(), params, source)
   return params
 
