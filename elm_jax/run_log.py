@@ -58,6 +58,10 @@ class _WorkdirFileHandler(std_logging.FileHandler):
         super().emit(early)
     super().emit(record)
 
+  def handleError(self, record: std_logging.LogRecord) -> None:
+    """A log file that cannot be written (a full disk) costs its lines, not
+    the run: the console and the run's own error handling say the rest."""
+
 
 def log_path(workdir: str, command: str, process: int = 0) -> str:
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
