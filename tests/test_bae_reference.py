@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from elm_jax import sharding
 from elm_jax.models.bae import Autoencoder
 from elm_jax.weights.torch_bae import bae_params_from_torch
 from elm_jax.weights.tree_check import check_against
@@ -36,10 +37,8 @@ def reference():
 
 def test_params_fit_model(reference):
   model, params, inputs, _, _ = reference
-  expected = jax.eval_shape(model.init, jax.random.key(0),
-                            jnp.zeros((1, 32, 32, 3)))["params"]
-  expected = jax.tree.map(lambda x: getattr(x, "value", x), expected,
-                          is_leaf=lambda x: hasattr(x, "value"))
+  expected = sharding.unbox(jax.eval_shape(
+      model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"])
   check_against(expected, params, "bae_k8 state dict")
 
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from elm_jax import sharding
 from elm_jax.models.bae import Autoencoder
 from elm_jax.weights.torch_llamagen_vq import (infer_architecture,
                                                torch_sources,
@@ -52,10 +53,8 @@ def test_architecture_is_read_off_the_state_dict(reference):
 
 def test_params_fit_model(reference):
   model, params, _, _, _, _ = reference
-  expected = jax.eval_shape(model.init, jax.random.key(0),
-                            jnp.zeros((1, 32, 32, 3)))["params"]
-  expected = jax.tree.map(lambda x: getattr(x, "value", x), expected,
-                          is_leaf=lambda x: hasattr(x, "value"))
+  expected = sharding.unbox(jax.eval_shape(
+      model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"])
   check_against(expected, params, "llamagen_vq_8x8 state dict")
 
 
