@@ -257,7 +257,11 @@ def test_llamagen_gpt_matches_numpy_forward(tmp_path, capsys):
   assert "implies a 4x4 grid, --grid_size gives 5x5" in err
   assert not (tmp_path / "w" / "checkpoints").exists()
   ok(*args, "--grid_size=4")
-  assert "dtype: model.dtype=float32" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "dtype: model.dtype=float32" in out
+  # Progress: reading, mapping and writing, each with the time so far.
+  assert re.search(r"read 19 tensors in [\d.]+ s", out), out
+  assert re.search(r"mapped [\d,]+ parameters at [\d.]+ s; writing", out), out
   _, state, config = restore(tmp_path / "w")
   assert (config["model"]["bits"], config["model"]["grid_size"]) == (6, 4)
   rng = np.random.default_rng(1)

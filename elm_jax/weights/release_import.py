@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import jax
 import ml_collections
@@ -172,7 +173,11 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
   if image_size and kind != "llamagen-vq":
     raise ConversionError("--image_size is for --from=llamagen-vq; a generator "
                           "takes its images' size from --tokenizer.")
+  began = time.perf_counter()
+  size_mb = os.path.getsize(src) / 2 ** 20 if os.path.isfile(src) else 0.0
+  print(f"reading {src} ({size_mb:,.0f} MB)", flush=True)
   sd, notes = state_dict_io.read_state_dict(src, prefer_ema, allow_pickle)
+  print(f"read {len(sd)} tensors in {time.perf_counter() - began:.1f} s", flush=True)
   if kind == "llamagen-gpt":
     sd, more = torch_llamagen.to_elm_keys(sd)
     notes += more
@@ -254,7 +259,10 @@ def convert(kind: str, src: str, out: str, config=None, *, tokenizer: str = "",
                     config=spec, notes=notes, bytes=os.path.getsize(src))
   # No data-iterator state: a resumed run starts its input pipeline afresh
   # (checkpointing.restore allows that), whatever its process count.
-  final = write_workdir(out, step, state, None, config, provenance, overwrite)
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.ema_params))
-  print(f"wrote {final}/{step}: {count:,} parameters ({kind})")
+  print(f"mapped {count:,} parameters at {time.perf_counter() - began:.1f} s; "
+        "writing the checkpoint", flush=True)
+  final = write_workdir(out, step, state, None, config, provenance, overwrite)
+  print(f"wrote {final}/{step}: {count:,} parameters ({kind}) in "
+        f"{time.perf_counter() - began:.1f} s")
   return final
