@@ -60,6 +60,7 @@ class GeneratorStage:
         config.total_steps)
     self.tx = optim.make_optimizer(**config.optim, total_steps=config.total_steps)
     self.tokens_per_step = config.batch_size * self.length * self.num_subcodes
+    self._grid_fn = None  # the jitted eval.sample_grid sampler, made once
     self.tokens_dir = config.data.get("tokens", "")
     if self.tokens_dir:
       quantizer = self.tokenizer.model.quantizer
@@ -190,7 +191,7 @@ class GeneratorStage:
     num_classes = self.model.num_classes
     classes = np.linspace(0, num_classes - 1, min(g.classes, num_classes))
     labels = np.repeat(classes.round().astype(np.int32), g.per_class)
-    if getattr(self, "_grid_fn", None) is None:  # one compile per run
+    if self._grid_fn is None:  # one compile per run
       settings = SamplerSettings(cfg_scale=g.cfg_scale)
       sample = autoregressive.sample if self.causal else masked.sample
       tok_model, patch = self.tokenizer.model, self.patch
