@@ -227,7 +227,7 @@ def test_a_full_or_read_only_disk_ends_in_one_line_and_keeps_the_checkpoints(tmp
 
 def test_what_a_run_reads_is_checked_before_training(tmp_path):
   from config_loading import get_config
-  from elm_jax.main import make_stage
+  from elm_jax.train.stages import make_stage
   config = get_config("bae", "tiny")
   config.eval.inception_params = str(tmp_path / "missing.npz")
   with pytest.raises(FileNotFoundError, match="config.eval.inception_params=.*missing.npz"):
