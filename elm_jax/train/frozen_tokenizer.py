@@ -28,7 +28,7 @@ class FrozenTokenizer:
   @property
   def bits(self) -> int:
     """K bits per cell; 0 for a VQ tokenizer (ids)."""
-    return 0 if self.model.quantizer == "vq" else self.model.bits
+    return self.codes.bits
 
   @property
   def grid_size(self) -> int:
