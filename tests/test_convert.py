@@ -439,3 +439,17 @@ def test_wrappers_and_prefixes_are_removed():
   assert list(sd) == ["norm.weight"] and "n_averaged" in notes[-1]
   with pytest.raises(ValueError, match="no state dict found.*optimizer"):
     state_dict_io.unwrap({"optimizer": {"lr": 1.0}, "steps": 3})
+
+
+def test_a_vocabulary_that_is_not_bits_needs_a_vq_tokenizer(tmp_path, capsys):
+  sd = small_llamagen()
+  sd["tok_embeddings.weight"] = sd["tok_embeddings.weight"][:10]
+  sd["output.weight"] = sd["output.weight"][:10]
+  np.savez(tmp_path / "gpt.npz", **sd)
+  assert cli("--from=llamagen-gpt", f"--src={tmp_path / 'gpt.npz'}",
+             f"--out={tmp_path / 'w'}", "--grid_size=4") == 1
+  assert ("10 entries is not a power of two, so not a vocabulary of bits; pass "
+          "--tokenizer=DIR with a VQ tokenizer of 10 codes") in capsys.readouterr().err
+  assert cli("--from=llamagen-gpt", f"--src={tmp_path / 'gpt.npz'}",
+             f"--out={tmp_path / 'w'}", *LLAMAGEN_TINY) == 1
+  assert "10 entries is not a power of two" in capsys.readouterr().err

@@ -172,6 +172,15 @@ def infer_transformer(sd: Mapping[str, np.ndarray], causal: bool
   return facts
 
 
+def not_a_bit_vocabulary(facts: Mapping[str, Fact]) -> ValueError:
+  """The error for a file whose vocabulary only VQ ids fit (no "split" fact)."""
+  vocab = facts["vocab_size"]
+  return ValueError(
+      f"PyTorch {vocab.key}: {vocab.value} entries is not a power of two, so "
+      "not a vocabulary of bits; pass --tokenizer=DIR with a VQ tokenizer of "
+      f"{vocab.value} codes.")
+
+
 def check_transformer(facts: Mapping[str, Fact], config: ml_collections.ConfigDict,
                       config_flag: str, codes: Codes | None = None) -> None:
   """Raises ValueError naming every field where the file and config (over
@@ -193,11 +202,7 @@ def check_transformer(facts: Mapping[str, Fact], config: ml_collections.ConfigDi
     n = split_for(config, codes)
     split = (n, codes.bits * config.get("patch", 1) ** 2 // n)
   elif "split" not in facts:
-    vocab = facts["vocab_size"]
-    raise ValueError(
-        f"PyTorch {vocab.key}: {vocab.value} entries is not a power of two, so "
-        "not a vocabulary of bits; pass --tokenizer=DIR with a VQ tokenizer of "
-        f"{vocab.value} codes.")
+    raise not_a_bit_vocabulary(facts)
   have = dict(num_layers=m.num_layers, dim=m.dim,
               mlp_dim=m.mlp_dim or default_mlp_dim(m.dim),
               num_classes=m.num_classes, split=split)

@@ -53,11 +53,7 @@ def default_config_spec(kind: str, facts: dict, codes=None) -> str:
   elif "split" in facts:
     split = "{}-{}".format(*facts["split"].value)
   else:
-    vocab = facts["vocab_size"]
-    raise ConversionError(
-        f"PyTorch {vocab.key}: {vocab.value} entries is not a power of two, so "
-        "not a vocabulary of bits; pass --tokenizer=DIR with a VQ tokenizer of "
-        f"{vocab.value} codes.")
+    raise architecture.not_a_bit_vocabulary(facts)
   if kind == "llamagen-gpt":
     return f"configs/ar.py:imagenet,size=B,split={split}"
   size = architecture.match_size(SIZES, facts)
